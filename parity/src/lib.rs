@@ -1,0 +1,2 @@
+//! The parity harness: builder fixtures shared by the dual-run, the drills and the cutover rehearsal.
+#![forbid(unsafe_code)]

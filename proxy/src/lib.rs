@@ -1,0 +1,13 @@
+//! mtproxy: a Rust port of Telegram's C MTProxy.
+//!
+//! Layout:
+//! * [`protocol`] — every wire format of the C proxy as pure code (sans-IO): bytes in,
+//!   events and bytes out. It imports no tokio, opens no socket and reads no clock; time
+//!   is always a parameter. The same code is driven by the production proxy and, in the
+//!   opposite role, by the parity harness (fake middle-end, client simulator).
+//! * [`config`] — the command line (C flags verbatim), `proxy-multi.conf` and the
+//!   proxy-secret file.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod protocol;

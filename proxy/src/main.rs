@@ -1,0 +1,4 @@
+//! The `mtproto-proxy` binary.
+fn main() {
+    std::process::exit(2);
+}

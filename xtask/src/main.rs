@@ -1,0 +1,2 @@
+//! `cargo xtask <command>`.
+fn main() {}
