@@ -7,7 +7,17 @@
 //!   opposite role, by the parity harness (fake middle-end, client simulator).
 //! * [`config`] — the command line (C flags verbatim), `proxy-multi.conf` and the
 //!   proxy-secret file.
-#![forbid(unsafe_code)]
+//! * [`net`] — the tokio shell: listeners, client tasks, the middle-end pool, the stats
+//!   listener.
+//! * [`stats`] — counters under the C names and their renderings.
+//!
+//! `unsafe` is denied crate-wide and allowed only in [`sys`], which wraps the two system
+//! calls (`TCP_WINDOW_CLAMP`, `nice`) that have no safe binding in `socket2` or `nix`.
+#![deny(unsafe_code)]
 
 pub mod config;
+pub mod logging;
+pub mod net;
 pub mod protocol;
+pub mod stats;
+pub mod sys;

@@ -23,7 +23,8 @@ pub struct FamilyFile {
 /// When the file is missing, is not JSON of the family shape, or names another family.
 pub fn load_family(dir: &Path, name: &str) -> anyhow::Result<FamilyFile> {
     let path = dir.join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let file: FamilyFile =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     if file.family != name {

@@ -1,0 +1,95 @@
+//! Client listening sockets (`-H`), built with socket2 so that C's socket options apply:
+//! backlog (`-b`), `SO_REUSEADDR`, `SO_REUSEPORT` when several workers share a port,
+//! dual-stack IPv6 (`-6`), and the TCP window clamp (`-W`).
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// How to open one client listening socket.
+#[derive(Debug, Clone)]
+pub struct ListenSpec {
+    /// The address to bind (`--address`, else the unspecified address of the family).
+    pub addr: SocketAddr,
+    /// `listen(2)` backlog.
+    pub backlog: i32,
+    /// Set `SO_REUSEPORT` (several worker processes share the port).
+    pub reuse_port: bool,
+    /// `TCP_WINDOW_CLAMP` for the listening socket (inherited by accepted sockets).
+    pub window_clamp: Option<u32>,
+}
+
+impl ListenSpec {
+    /// The bind address for `port` given `--address` and `-6`.
+    pub fn address_for(port: u16, address: Option<IpAddr>, ipv6: bool) -> SocketAddr {
+        let ip = address.unwrap_or(if ipv6 {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        });
+        SocketAddr::new(ip, port)
+    }
+}
+
+/// Opens a non-blocking listening socket per `spec`.
+///
+/// # Errors
+/// Any socket, bind or listen error (for example the port is in use).
+pub fn bind(spec: &ListenSpec) -> io::Result<std::net::TcpListener> {
+    let domain = Domain::for_address(spec.addr);
+    let sock = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    if spec.reuse_port {
+        sock.set_reuse_port(true)?;
+    }
+    if spec.addr.is_ipv6() {
+        // Dual-stack, as C's -6.
+        sock.set_only_v6(false)?;
+    }
+    if let Some(clamp) = spec.window_clamp {
+        crate::sys::set_window_clamp(&sock, clamp)?;
+    }
+    sock.set_nonblocking(true)?;
+    sock.bind(&spec.addr.into())?;
+    sock.listen(spec.backlog)?;
+    Ok(sock.into())
+}
+
+/// Applies per-connection options to an accepted client socket.
+pub fn tune_accepted(stream: &tokio::net::TcpStream, window_clamp: Option<u32>) {
+    let _ = stream.set_nodelay(true);
+    if let Some(clamp) = window_clamp {
+        let _ = crate::sys::set_window_clamp(stream, clamp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_reuse_port_sockets_share_a_port_and_a_plain_one_cannot() {
+        let first = bind(&ListenSpec {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            backlog: 16,
+            reuse_port: true,
+            window_clamp: Some(131_072),
+        })
+        .unwrap();
+        let addr = first.local_addr().unwrap();
+        let spec = ListenSpec {
+            addr,
+            backlog: 16,
+            reuse_port: true,
+            window_clamp: None,
+        };
+        let second = bind(&spec).unwrap();
+        assert_eq!(second.local_addr().unwrap(), addr);
+        let plain = ListenSpec {
+            reuse_port: false,
+            ..spec
+        };
+        assert!(bind(&plain).is_err());
+    }
+}

@@ -1,0 +1,395 @@
+//! Counters under the C proxy's names, and their two renderings: the C-compatible
+//! `/stats` text (`key\tvalue` lines, same keys and order as `mtfront_prepare_stats`)
+//! and Prometheus text for `/metrics`.
+//!
+//! Counters are lock-free atomics bumped on the hot path. A [`Snapshot`] is a plain copy
+//! that can be summed across workers (the `-M` master sums its workers' snapshots, as C
+//! sums them through shared memory) and serialised between processes.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use serde::{Deserialize, Serialize};
+
+/// Declares the live counters, the plain snapshot with the same fields, and the copy
+/// between them, so that a counter cannot be added to one and forgotten in the other.
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+        /// Live counters, shared by every task of one process.
+        #[derive(Debug, Default)]
+        pub struct Counters { $( $(#[$doc])* pub $name: AtomicI64, )* }
+
+        /// A point-in-time copy of [`Counters`] plus the facts `/stats` reports.
+        #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+        pub struct Snapshot {
+            $( $(#[$doc])* pub $name: i64, )*
+            /// Facts that are not summed across workers.
+            pub info: Info,
+        }
+
+        impl Counters {
+            /// Copies every counter into a snapshot carrying `info`.
+            pub fn snapshot(&self, info: Info) -> Snapshot {
+                Snapshot { $( $name: self.$name.load(Relaxed), )* info }
+            }
+        }
+
+        impl Snapshot {
+            /// Adds `other`'s counters into `self` (for summing workers); `info` is kept.
+            pub fn add(&mut self, other: &Snapshot) {
+                $( self.$name += other.$name; )*
+            }
+
+            /// Every counter as `(name, value)`, in declaration order.
+            pub fn counters(&self) -> Vec<(&'static str, i64)> {
+                vec![$( (stringify!($name), self.$name), )*]
+            }
+        }
+    };
+}
+
+counters! {
+    /// Client packets forwarded to a middle-end as RPC_PROXY_REQ.
+    tot_forwarded_queries,
+    /// Kept for C compatibility; always 0.
+    expired_forwarded_queries,
+    /// Client packets dropped because no middle-end connection was available.
+    dropped_queries,
+    /// RPC_PROXY_ANS delivered to a client.
+    tot_forwarded_responses,
+    /// RPC_PROXY_ANS for an unknown or closed client (answered with RPC_CLOSE_CONN).
+    dropped_responses,
+    /// RPC_SIMPLE_ACK delivered to a client as a quick ack.
+    tot_forwarded_simple_acks,
+    /// RPC_SIMPLE_ACK for an unknown or closed client.
+    dropped_simple_acks,
+    /// Middle-end targets with at least one ready connection.
+    total_ready_targets,
+    /// Middle-end targets allocated (distinct ip:port of the config).
+    total_allocated_targets,
+    /// Middle-end targets declared by the config.
+    total_declared_targets,
+    /// Targets no longer in the config but still draining.
+    total_inactive_targets,
+    /// Open sockets: clients, middle-end links and stats connections.
+    total_connections,
+    /// Live AES contexts: ready middle-end links plus identified clients.
+    total_encrypted_connections,
+    /// Outbound (middle-end) sockets open.
+    total_allocated_outbound_connections,
+    /// Inbound (client and stats) sockets open.
+    total_allocated_inbound_connections,
+    /// Accepted client sockets currently open.
+    total_special_connections,
+    /// The accept cap (`-C`, else `-c`).
+    total_max_special_connections,
+    /// Client↔middle-end bindings currently live.
+    ext_connections,
+    /// Client↔middle-end bindings ever created.
+    ext_connections_created,
+    /// Bytes buffered for clients and middle-end links.
+    total_network_buffers_used_size,
+    /// Client packets rejected by the acceptance rules.
+    mtproto_proxy_errors,
+    /// Clients closed by the global buffer budget (least recently active first).
+    connections_failed_lru,
+    /// Clients closed for exceeding the per-connection buffer cap.
+    connections_failed_flood,
+    /// Requests answered by the stats listener.
+    http_queries,
+    /// Middle-end connections ever created (outbound connects started).
+    outbound_connections_created,
+    /// Middle-end connect or handshake failures.
+    total_connect_failures,
+    /// Client connections ever accepted.
+    inbound_connections_accepted,
+    /// Connections refused because the accept cap was reached.
+    accept_connection_limit_failed,
+    /// Obfuscated2 headers that matched no secret (silent skip mode entered).
+    bad_secret_connections,
+    /// Connections closed by the pre-authentication idle timeout.
+    handshake_timeouts,
+    /// Client frames rejected as malformed (overlong, bad length, short padded frame).
+    transport_errors,
+    /// Fake-TLS hellos rejected, by any cause.
+    tls_rejected_hellos,
+    /// Fake-TLS hellos rejected as replays.
+    tls_replayed_hellos,
+    /// Connections relayed to the fronting domain.
+    tls_fronted_connections,
+    /// Configuration reloads applied (SIGHUP).
+    config_reloads,
+    /// Configuration reloads refused (bad new file; the old one stays).
+    config_reload_failures,
+    /// Worker processes respawned after an unexpected exit.
+    worker_restarts,
+}
+
+/// Facts reported by `/stats` that are not counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Info {
+    /// Process id of the process answering.
+    pub pid: u32,
+    /// Unix time the process started.
+    pub start_time: i64,
+    /// Unix time of the snapshot.
+    pub current_time: i64,
+    /// The config file name as given on the command line.
+    pub config_filename: String,
+    /// Unix time the current config was loaded.
+    pub config_loaded_at: i64,
+    /// Size of the config file in bytes.
+    pub config_size: usize,
+    /// MD5 of the config file, lower-case hex.
+    pub config_md5: String,
+    /// Number of clusters in the config.
+    pub config_auth_clusters: usize,
+    /// MD5 of the proxy-secret file, lower-case hex (empty without one).
+    pub aes_pwd_hash: String,
+    /// `-M` value.
+    pub workers: u32,
+    /// TCP window clamp applied to client sockets (0 when none).
+    pub window_clamp: u32,
+    /// Whether `-P` was given.
+    pub proxy_tag_set: bool,
+    /// Resident set size in bytes (read from `/proc/self/status` by the caller).
+    pub vmrss_bytes: u64,
+    /// Virtual size in bytes.
+    pub vmsize_bytes: u64,
+    /// Data segment size in bytes.
+    pub vmdata_bytes: u64,
+    /// The version string.
+    pub version: String,
+}
+
+impl Snapshot {
+    /// Renders the C-compatible `/stats` body: `key\tvalue\n` lines, C's key names in C's
+    /// order, followed by our additional keys.
+    pub fn render_stats(&self) -> String {
+        let i = &self.info;
+        let uptime = (i.current_time - i.start_time).max(0);
+        let mut s = String::with_capacity(4096);
+        let mut kv = |k: &str, v: &dyn std::fmt::Display| {
+            let _ = writeln!(s, "{k}\t{v}");
+        };
+        kv("pid", &i.pid);
+        kv("start_time", &i.start_time);
+        kv("current_time", &i.current_time);
+        kv("uptime", &uptime);
+        kv("vmsize_bytes", &i.vmsize_bytes);
+        kv("vmrss_bytes", &i.vmrss_bytes);
+        kv("vmdata_bytes", &i.vmdata_bytes);
+        kv("config_filename", &i.config_filename);
+        kv("config_loaded_at", &i.config_loaded_at);
+        kv("config_size", &i.config_size);
+        kv("config_md5", &i.config_md5);
+        kv("config_auth_clusters", &i.config_auth_clusters);
+        kv("workers", &i.workers);
+        kv("queries_get", &0);
+        kv("qps_get", &"0.000");
+        kv("tot_forwarded_queries", &self.tot_forwarded_queries);
+        kv("expired_forwarded_queries", &self.expired_forwarded_queries);
+        kv("dropped_queries", &self.dropped_queries);
+        kv("tot_forwarded_responses", &self.tot_forwarded_responses);
+        kv("dropped_responses", &self.dropped_responses);
+        kv("tot_forwarded_simple_acks", &self.tot_forwarded_simple_acks);
+        kv("dropped_simple_acks", &self.dropped_simple_acks);
+        kv("active_rpcs_created", &0);
+        kv("active_rpcs", &0);
+        kv("rpc_dropped_answers", &0);
+        kv("rpc_dropped_running", &0);
+        kv("window_clamp", &i.window_clamp);
+        kv("total_ready_targets", &self.total_ready_targets);
+        kv("total_allocated_targets", &self.total_allocated_targets);
+        kv("total_declared_targets", &self.total_declared_targets);
+        kv("total_inactive_targets", &self.total_inactive_targets);
+        kv("total_connections", &self.total_connections);
+        kv(
+            "total_encrypted_connections",
+            &self.total_encrypted_connections,
+        );
+        kv("total_allocated_connections", &self.total_connections);
+        kv(
+            "total_allocated_outbound_connections",
+            &self.total_allocated_outbound_connections,
+        );
+        kv(
+            "total_allocated_inbound_connections",
+            &self.total_allocated_inbound_connections,
+        );
+        kv(
+            "total_allocated_socket_connections",
+            &self.total_connections,
+        );
+        kv("total_dh_connections", &0);
+        kv("total_dh_rounds", &"0 0 0");
+        kv("total_special_connections", &self.total_special_connections);
+        kv(
+            "total_max_special_connections",
+            &self.total_max_special_connections,
+        );
+        kv(
+            "total_accept_connections_failed",
+            &format!("0 0 {} 0 0", self.accept_connection_limit_failed),
+        );
+        kv("ext_connections", &self.ext_connections);
+        kv("ext_connections_created", &self.ext_connections_created);
+        kv("total_active_network_events", &0);
+        kv(
+            "total_network_buffers_used_size",
+            &self.total_network_buffers_used_size,
+        );
+        kv("mtproto_proxy_errors", &self.mtproto_proxy_errors);
+        kv("connections_failed_lru", &self.connections_failed_lru);
+        kv("connections_failed_flood", &self.connections_failed_flood);
+        kv("http_queries", &self.http_queries);
+        let http_qps = if uptime > 0 {
+            self.http_queries as f64 / uptime as f64
+        } else {
+            0.0
+        };
+        kv("http_qps", &format!("{http_qps:.6}"));
+        kv("proxy_mode", &2);
+        kv("proxy_tag_set", &u8::from(i.proxy_tag_set));
+        kv("aes_pwd_hash", &i.aes_pwd_hash);
+        // Keys beyond C's block (ours), after C's so C parsers see their keys first.
+        for (k, v) in [
+            (
+                "outbound_connections_created",
+                self.outbound_connections_created,
+            ),
+            ("total_connect_failures", self.total_connect_failures),
+            (
+                "inbound_connections_accepted",
+                self.inbound_connections_accepted,
+            ),
+            ("bad_secret_connections", self.bad_secret_connections),
+            ("handshake_timeouts", self.handshake_timeouts),
+            ("transport_errors", self.transport_errors),
+            ("tls_rejected_hellos", self.tls_rejected_hellos),
+            ("tls_replayed_hellos", self.tls_replayed_hellos),
+            ("tls_fronted_connections", self.tls_fronted_connections),
+            ("config_reloads", self.config_reloads),
+            ("config_reload_failures", self.config_reload_failures),
+            ("worker_restarts", self.worker_restarts),
+        ] {
+            kv(k, &v);
+        }
+        kv("version", &i.version);
+        s
+    }
+
+    /// Renders Prometheus text exposition: every counter as `mtproxy_<name>`, plus a few
+    /// info gauges.
+    pub fn render_prometheus(&self) -> String {
+        let mut s = String::with_capacity(4096);
+        for (name, value) in self.counters() {
+            let _ = writeln!(s, "# TYPE mtproxy_{name} gauge\nmtproxy_{name} {value}");
+        }
+        let i = &self.info;
+        let _ = writeln!(
+            s,
+            "# TYPE mtproxy_workers gauge\nmtproxy_workers {}\n# TYPE mtproxy_vmrss_bytes gauge\nmtproxy_vmrss_bytes {}\n# TYPE mtproxy_uptime_seconds gauge\nmtproxy_uptime_seconds {}",
+            i.workers,
+            i.vmrss_bytes,
+            (i.current_time - i.start_time).max(0)
+        );
+        let _ = writeln!(
+            s,
+            "# TYPE mtproxy_config_loaded_at gauge\nmtproxy_config_loaded_at {}\n# TYPE mtproxy_build_info gauge\nmtproxy_build_info{{version=\"{}\",config_md5=\"{}\"}} 1",
+            i.config_loaded_at, i.version, i.config_md5
+        );
+        s
+    }
+}
+
+/// Parses a `/stats` body into `(key, value)` pairs (used by tests and the harness).
+pub fn parse_stats(body: &str) -> Vec<(String, String)> {
+    body.lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Reads `VmRSS`, `VmSize` and `VmData` (bytes) from `/proc/self/status` text.
+pub fn parse_proc_status(text: &str) -> (u64, u64, u64) {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmSize:"), field("VmData:"))
+}
+
+/// Bumps a counter by one.
+#[inline]
+pub fn inc(c: &AtomicI64) {
+    c.fetch_add(1, Relaxed);
+}
+
+/// Lowers a gauge by one.
+#[inline]
+pub fn dec(c: &AtomicI64) {
+    c.fetch_sub(1, Relaxed);
+}
+
+/// A process-wide monotonically increasing id source (connection ids).
+#[derive(Debug, Default)]
+pub struct IdSource(AtomicU64);
+
+impl IdSource {
+    /// A source whose first id is `first`.
+    pub fn starting_at(first: u64) -> Self {
+        Self(AtomicU64::new(first))
+    }
+
+    /// The next id.
+    pub fn next(&self) -> u64 {
+        self.0.fetch_add(1, Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_text_carries_c_keys_in_c_order_and_sums() {
+        let c = Counters::default();
+        inc(&c.tot_forwarded_queries);
+        inc(&c.tot_forwarded_queries);
+        inc(&c.dropped_responses);
+        let info = Info {
+            workers: 2,
+            config_filename: "proxy-multi.conf".into(),
+            start_time: 100,
+            current_time: 110,
+            ..Info::default()
+        };
+        let mut a = c.snapshot(info.clone());
+        let b = c.snapshot(info);
+        a.add(&b);
+        let text = a.render_stats();
+        let kv = parse_stats(&text);
+        let get = |k: &str| kv.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        assert_eq!(get("tot_forwarded_queries").as_deref(), Some("4"));
+        assert_eq!(get("dropped_responses").as_deref(), Some("2"));
+        assert_eq!(get("workers").as_deref(), Some("2"));
+        assert_eq!(get("uptime").as_deref(), Some("10"));
+        let pos = |k: &str| kv.iter().position(|(key, _)| key == k).unwrap();
+        assert!(pos("config_filename") < pos("tot_forwarded_queries"));
+        assert!(pos("tot_forwarded_queries") < pos("ext_connections"));
+        assert!(pos("ext_connections") < pos("connections_failed_flood"));
+        assert_eq!(kv.last().unwrap().0, "version");
+        let prom = a.render_prometheus();
+        assert!(prom.contains("\nmtproxy_tot_forwarded_queries 4\n"));
+    }
+
+    #[test]
+    fn proc_status_is_parsed_in_bytes() {
+        let t = "Name:\tx\nVmSize:\t  1000 kB\nVmRSS:\t   20 kB\nVmData:\t 300 kB\n";
+        assert_eq!(parse_proc_status(t), (20 * 1024, 1000 * 1024, 300 * 1024));
+    }
+}
