@@ -58,7 +58,7 @@ impl CbcEncryptor {
     /// # Errors
     /// [`NotBlockAligned`] when `buf.len() % 16 != 0` (nothing is encrypted then).
     pub fn encrypt(&mut self, buf: &mut [u8]) -> Result<(), NotBlockAligned> {
-        if buf.len() % AES_BLOCK != 0 {
+        if !buf.len().is_multiple_of(AES_BLOCK) {
             return Err(NotBlockAligned(buf.len()));
         }
         let (blocks, _) = InOutBuf::from(buf).into_chunks();
@@ -81,7 +81,7 @@ impl CbcDecryptor {
     /// # Errors
     /// [`NotBlockAligned`] when `buf.len() % 16 != 0` (nothing is decrypted then).
     pub fn decrypt(&mut self, buf: &mut [u8]) -> Result<(), NotBlockAligned> {
-        if buf.len() % AES_BLOCK != 0 {
+        if !buf.len().is_multiple_of(AES_BLOCK) {
             return Err(NotBlockAligned(buf.len()));
         }
         let (blocks, _) = InOutBuf::from(buf).into_chunks();
