@@ -53,19 +53,6 @@ pub fn nice(inc: i32) -> io::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn window_clamp_is_applied_to_a_tcp_socket() {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        set_window_clamp(&l, 131_072).unwrap();
-        // A UDP socket does not take a TCP option: the error surfaces, no panic.
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        assert!(set_window_clamp(&u, 131_072).is_err());
-    }
-}
 
 /// Takes ownership of a file descriptor inherited from the `-M` master, after checking
 /// that it is open. The master passes the numbers of the descriptors it left open
@@ -100,4 +87,18 @@ pub fn make_inheritable(fd: &impl AsRawFd) -> io::Result<()> {
     )
     .map(drop)
     .map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_clamp_is_applied_to_a_tcp_socket() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        set_window_clamp(&l, 131_072).unwrap();
+        // A UDP socket does not take a TCP option: the error surfaces, no panic.
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(set_window_clamp(&u, 131_072).is_err());
+    }
 }
