@@ -20,4 +20,5 @@ pub mod logging;
 pub mod net;
 pub mod protocol;
 pub mod stats;
+pub mod supervisor;
 pub mod sys;

@@ -53,7 +53,6 @@ pub fn nice(inc: i32) -> io::Result<()> {
     Ok(())
 }
 
-
 /// Takes ownership of a file descriptor inherited from the `-M` master, after checking
 /// that it is open. The master passes the numbers of the descriptors it left open
 /// across `exec` (listening sockets and the control socket) through the worker

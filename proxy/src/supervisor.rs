@@ -1,0 +1,320 @@
+//! `-M N`: a master process supervising N worker processes that share the listening
+//! sockets, as C's forked workers do — but a worker that dies is respawned with backoff
+//! instead of taking the whole service down (C's master SIGTERMs everyone and exits 1).
+//!
+//! How it works:
+//! 1. The master binds the `-H` sockets (as root, so ports below 1024 work with `-u`),
+//!    clears their close-on-exec flag and starts each worker by re-executing its own
+//!    binary with the same arguments and `MTPROXY_WORKER=1` in the environment.
+//! 2. A [`WorkerBootstrap`] (JSON) goes to the worker's stdin: its index, the inherited
+//!    descriptor numbers (listening sockets and one end of a control socket pair), the
+//!    proxy-secret bytes and the config text. The worker therefore needs no access to
+//!    root-only files, so a respawn after the master dropped privileges still works.
+//! 3. The master never accepts clients; the workers accept from the shared sockets (one
+//!    kernel queue, so nothing queued is lost when a worker dies). The master serves
+//!    `/stats`, asking every worker for a [`Snapshot`] over its control socket and
+//!    summing them, as C sums its workers through shared memory.
+//! 4. Signals: SIGTERM/SIGINT, SIGUSR1 and SIGHUP are forwarded to the workers. A worker
+//!    whose control socket reaches EOF (the master is gone) shuts down, as C's workers
+//!    exit when their parent changes.
+
+use std::io::{self, BufRead};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+use tokio_util::sync::CancellationToken;
+
+use crate::stats::Snapshot;
+
+/// The environment variable that marks a worker process.
+pub const WORKER_ENV: &str = "MTPROXY_WORKER";
+
+/// What the master tells a worker at start (one JSON document on its stdin).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerBootstrap {
+    /// 0-based worker index.
+    pub index: u32,
+    /// Inherited listening socket descriptors, in `-H` order.
+    pub listen_fds: Vec<RawFd>,
+    /// Inherited control socket descriptor (stats requests; EOF = master gone).
+    pub control_fd: RawFd,
+    /// The proxy-secret file's bytes, hex (empty when none).
+    pub proxy_secret_hex: String,
+    /// The config file's text as the master validated it.
+    pub config_text: String,
+}
+
+impl WorkerBootstrap {
+    /// Reads the bootstrap from stdin (the worker side).
+    ///
+    /// # Errors
+    /// When stdin does not hold a bootstrap document.
+    pub fn read_from_stdin() -> io::Result<Self> {
+        let mut line = String::new();
+        io::stdin().lock().read_line(&mut line)?;
+        serde_json::from_str(&line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// Answers the master's stats requests on the control socket until it closes; then
+/// cancels `shutdown` (the master is gone).
+pub async fn serve_control(
+    control: StdUnixStream,
+    snapshot: impl Fn() -> Snapshot + Send + 'static,
+    shutdown: CancellationToken,
+) {
+    let _ = control.set_nonblocking(true);
+    let Ok(stream) = UnixStream::from_std(control) else {
+        shutdown.cancel();
+        return;
+    };
+    let (rd, mut wr) = stream.into_split();
+    let mut lines = tokio::io::BufReader::new(rd).lines();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            line = lines.next_line() => match line {
+                Ok(Some(cmd)) if cmd == "stats" => {
+                    let mut text = serde_json::to_string(&snapshot()).unwrap_or_default();
+                    text.push('\n');
+                    if wr.write_all(text.as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
+            },
+        }
+    }
+    tracing::info!("master is gone (control socket closed), shutting down");
+    shutdown.cancel();
+}
+
+/// One supervised worker slot, as seen by the stats and signal paths.
+#[derive(Default)]
+struct Slot {
+    pid: Option<u32>,
+    control: Option<Arc<tokio::sync::Mutex<tokio::io::BufStream<UnixStream>>>>,
+}
+
+/// The master: starts, watches and respawns workers, and sums their stats.
+pub struct Master {
+    slots: Vec<Mutex<Slot>>,
+    listen_fds: Vec<RawFd>,
+    args: Vec<std::ffi::OsString>,
+    proxy_secret_hex: String,
+    config_text: Mutex<String>,
+    /// Incremented on every respawn (reported as `worker_restarts`).
+    pub restarts: AtomicI64,
+    /// How long workers get to drain on shutdown before SIGKILL.
+    pub grace: Duration,
+}
+
+/// Respawn backoff: 1 s doubling to 30 s; reset after a worker has run for a minute.
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const STABLE_RUN: Duration = Duration::from_secs(60);
+const STATS_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl Master {
+    /// A master for `workers` workers sharing `listeners`.
+    ///
+    /// # Errors
+    /// When the listening sockets cannot be made inheritable.
+    pub fn new(
+        workers: u32,
+        listeners: &[std::net::TcpListener],
+        args: Vec<std::ffi::OsString>,
+        proxy_secret: &[u8],
+        config_text: String,
+        grace: Duration,
+    ) -> io::Result<Self> {
+        for l in listeners {
+            crate::sys::make_inheritable(l)?;
+        }
+        Ok(Self {
+            slots: (0..workers).map(|_| Mutex::new(Slot::default())).collect(),
+            listen_fds: listeners.iter().map(AsRawFd::as_raw_fd).collect(),
+            args,
+            proxy_secret_hex: hex::encode(proxy_secret),
+            config_text: Mutex::new(config_text),
+            restarts: AtomicI64::new(0),
+            grace,
+        })
+    }
+
+    /// Replaces the config text handed to workers spawned from now on (after a reload).
+    pub fn set_config_text(&self, text: String) {
+        *lock(&self.config_text) = text;
+    }
+
+    /// Sends `sig` to every live worker.
+    pub fn forward(&self, sig: Signal) {
+        for slot in &self.slots {
+            if let Some(pid) = lock(slot).pid {
+                let _ = kill(Pid::from_raw(pid as i32), sig);
+            }
+        }
+    }
+
+    /// The pids of the live workers, by index (`None` for a slot being respawned).
+    pub fn worker_pids(&self) -> Vec<Option<u32>> {
+        self.slots.iter().map(|s| lock(s).pid).collect()
+    }
+
+    /// Sums the workers' snapshots (workers that do not answer within a second are
+    /// left out) into `base`.
+    pub async fn sum_stats(&self, mut base: Snapshot) -> Snapshot {
+        for slot in &self.slots {
+            let control = lock(slot).control.clone();
+            let Some(control) = control else { continue };
+            let ask = async {
+                let mut c = control.lock().await;
+                c.write_all(b"stats\n").await?;
+                c.flush().await?;
+                let mut line = String::new();
+                c.read_line(&mut line).await?;
+                serde_json::from_str::<Snapshot>(&line)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+            };
+            if let Ok(Ok(s)) = tokio::time::timeout(STATS_TIMEOUT, ask).await {
+                base.add(&s);
+                base.info.vmrss_bytes += s.info.vmrss_bytes;
+            }
+        }
+        base
+    }
+
+    async fn spawn_worker(&self, index: usize) -> io::Result<Child> {
+        let (master_end, worker_end) = StdUnixStream::pair()?;
+        crate::sys::make_inheritable(&worker_end)?;
+        let boot = WorkerBootstrap {
+            index: index as u32,
+            listen_fds: self.listen_fds.clone(),
+            // exec keeps descriptor numbers; only close-on-exec was cleared.
+            control_fd: worker_end.as_raw_fd(),
+            proxy_secret_hex: self.proxy_secret_hex.clone(),
+            config_text: lock(&self.config_text).clone(),
+        };
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(self.args.iter().skip(1))
+            .env(WORKER_ENV, "1")
+            .stdin(std::process::Stdio::piped());
+        let spawned = cmd.spawn();
+        drop(worker_end);
+        let mut child = spawned?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let mut text = serde_json::to_string(&boot)?;
+            text.push('\n');
+            stdin.write_all(text.as_bytes()).await?;
+        }
+        master_end.set_nonblocking(true)?;
+        let control = tokio::io::BufStream::new(UnixStream::from_std(master_end)?);
+        let mut slot = lock(&self.slots[index]);
+        slot.pid = child.id();
+        slot.control = Some(Arc::new(tokio::sync::Mutex::new(control)));
+        tracing::info!(
+            worker = index,
+            pid = child.id().unwrap_or(0),
+            "worker started"
+        );
+        Ok(child)
+    }
+
+    /// Runs every worker slot until `shutdown`; then stops the workers (SIGTERM, then
+    /// SIGKILL after the grace period).
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for index in 0..self.slots.len() {
+            let me = self.clone();
+            let stop = shutdown.clone();
+            tasks.spawn(async move { me.supervise(index, stop).await });
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn supervise(&self, index: usize, shutdown: CancellationToken) {
+        let mut backoff = BACKOFF_START;
+        loop {
+            let started = tokio::time::Instant::now();
+            let mut child = match self.spawn_worker(index).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(worker = index, error = %e, "cannot start worker");
+                    if sleep_or_stop(backoff, &shutdown).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            let status = tokio::select! {
+                s = child.wait() => s,
+                () = shutdown.cancelled() => {
+                    self.stop_child(index, &mut child).await;
+                    return;
+                }
+            };
+            {
+                let mut slot = lock(&self.slots[index]);
+                slot.pid = None;
+                slot.control = None;
+            }
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if started.elapsed() >= STABLE_RUN {
+                backoff = BACKOFF_START;
+            }
+            self.restarts.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                worker = index,
+                status = ?status,
+                respawn_in_ms = backoff.as_millis() as u64,
+                "worker exited unexpectedly; respawning"
+            );
+            if sleep_or_stop(backoff, &shutdown).await {
+                return;
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn stop_child(&self, index: usize, child: &mut Child) {
+        if let Some(pid) = child.id() {
+            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+        }
+        if tokio::time::timeout(self.grace, child.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(worker = index, "worker did not stop in time; killing it");
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+        let mut slot = lock(&self.slots[index]);
+        slot.pid = None;
+        slot.control = None;
+    }
+}
+
+/// Sleeps for `d` unless `stop` fires first; returns whether it fired.
+async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(d) => false,
+        () = stop.cancelled() => true,
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
