@@ -18,6 +18,7 @@
 pub mod config;
 pub mod logging;
 pub mod net;
+pub mod os;
 pub mod protocol;
 pub mod stats;
 pub mod supervisor;

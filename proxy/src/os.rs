@@ -1,0 +1,93 @@
+//! Process-level setup done once at start-up: the open-file limit (`-c`) and dropping
+//! root privileges (`-u`), with C's rules and messages.
+
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::unistd::{setgid, setgroups, setuid, Uid, User};
+
+/// Descriptors kept aside beyond the `-c` connections (C's `gap`).
+pub const FD_GAP: u64 = 16;
+
+/// What raising the open-file limit achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdLimit {
+    /// The soft limit now in force.
+    pub soft: u64,
+    /// The hard limit.
+    pub hard: u64,
+    /// Connections allowed: `min(-c, soft - gap)`.
+    pub max_connections: u64,
+}
+
+/// Raises `RLIMIT_NOFILE` towards `max_connections + 16`.
+///
+/// C raises the soft (and, as root, the hard) limit and dies when that fails. We raise
+/// as far as the hard limit allows (root may raise the hard limit too), never fail, and
+/// clamp the connection count to what we got; the caller logs the result.
+pub fn raise_fd_limit(max_connections: u64) -> FdLimit {
+    let want = max_connections.saturating_add(FD_GAP);
+    let (mut soft, mut hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((1024, 1024));
+    if soft < want {
+        if Uid::effective().is_root()
+            && hard < want
+            && setrlimit(Resource::RLIMIT_NOFILE, want, want).is_ok()
+        {
+            soft = want;
+            hard = want;
+        } else {
+            let target = want.min(hard);
+            if setrlimit(Resource::RLIMIT_NOFILE, target, hard).is_ok() {
+                soft = target;
+            }
+        }
+    }
+    FdLimit {
+        soft,
+        hard,
+        max_connections: max_connections.min(soft.saturating_sub(FD_GAP)),
+    }
+}
+
+/// The user a root process switches to without `-u` (C's `DEFAULT_ENGINE_USER`).
+pub const DEFAULT_USER: &str = "mtproxy";
+
+/// Drops root privileges to `user` (default `mtproxy`), as C's `change_user`: only when
+/// running as root; a missing user is fatal.
+///
+/// # Errors
+/// A one-line message in C's words (`can't find the user X to switch to`, …).
+pub fn drop_privileges(user: Option<&str>) -> Result<Option<String>, String> {
+    if !Uid::effective().is_root() && !Uid::current().is_root() {
+        return Ok(None);
+    }
+    let name = user.filter(|u| !u.is_empty()).unwrap_or(DEFAULT_USER);
+    let pw = User::from_name(name)
+        .map_err(|e| format!("can't find the user {name} to switch to: {e}"))?
+        .ok_or_else(|| format!("can't find the user {name} to switch to"))?;
+    setgroups(&[pw.gid]).map_err(|e| format!("failed to clear supplementary groups list: {e}"))?;
+    setgid(pw.gid).map_err(|e| format!("setgid ({}) failed: {e}", pw.gid))?;
+    setuid(pw.uid).map_err(|e| format!("failed to assume identity of user {name}: {e}"))?;
+    Ok(Some(name.to_string()))
+}
+
+/// Reads resident, virtual and data sizes of this process (bytes).
+pub fn memory_usage() -> (u64, u64, u64) {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|t| crate::stats::parse_proc_status(&t))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fd_limit_is_raised_within_the_hard_limit_and_clamps_connections() {
+        let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        let got = raise_fd_limit(100);
+        assert!(got.soft >= 116.min(hard));
+        assert_eq!(got.max_connections, 100.min(got.soft - FD_GAP));
+        // Asking for more than the hard limit never fails; the count is clamped.
+        let big = raise_fd_limit(u64::from(u32::MAX));
+        assert!(big.max_connections <= big.soft);
+    }
+}
