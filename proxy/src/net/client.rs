@@ -1,0 +1,439 @@
+//! One task per client connection: obfuscated2 header, transport framing, packet rules,
+//! forwarding to the pinned middle-end connection, and answers back.
+//!
+//! Life of a client (§4 of the reference):
+//! 1. Read the 64-byte obfuscated2 header within the pre-authentication deadline.
+//! 2. Try every secret. No match: the C "global skip mode" — input is read and discarded,
+//!    nothing is sent — but only until the pre-authentication deadline, then the socket
+//!    is closed (C keeps it forever; see [`crate::net::Settings::pre_auth_timeout`]).
+//! 3. Decrypt in place, decode frames, apply the acceptance rules, forward each accepted
+//!    packet as RPC_PROXY_REQ on the middle-end connection chosen for the first packet
+//!    (the client stays pinned to it).
+//! 4. Answers, quick acks and closes arrive from the middle-end task through an
+//!    unbounded queue whose bytes are accounted per client and globally; a client over
+//!    the per-connection cap is closed (`connections_failed_flood`), and above ¾ of the
+//!    global budget clients with large queues are closed (`connections_failed_lru`).
+//! 5. On exit the middle end gets RPC_CLOSE_CONN unless it closed the client itself.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use rand::{Rng, RngCore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::net::me_pool::{ClientHandle, MeCmd, MeConn, ToClient};
+use crate::net::Shared;
+use crate::protocol::crypto::AesCtr;
+use crate::protocol::obfuscated2::{self, HEADER_LEN};
+use crate::protocol::packet::{self, PacketVerdict};
+use crate::protocol::rpc::messages::flags as req_flags;
+use crate::protocol::transport::{self, ServerDecoder, Transport};
+use crate::stats::{dec, inc};
+
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Serves one accepted client until it closes, misbehaves or `cancel` fires.
+pub async fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shared: Arc<Shared>,
+    cancel: CancellationToken,
+) {
+    let c = &shared.counters;
+    inc(&c.total_special_connections);
+    inc(&c.total_connections);
+    inc(&c.total_allocated_inbound_connections);
+    inc(&c.inbound_connections_accepted);
+    tracing::debug!(%peer, %local, "new client connection");
+    let outcome = run(&mut stream, peer, local, &shared, &cancel).await;
+    tracing::debug!(%peer, ?outcome, "client connection closed");
+    dec(&c.total_special_connections);
+    dec(&c.total_connections);
+    dec(&c.total_allocated_inbound_connections);
+}
+
+/// Why a client connection ended (for logs and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The client closed its side.
+    ClientClosed,
+    /// The pre-authentication deadline passed (no header, or a header with no secret).
+    PreAuthTimeout,
+    /// A transport framing error (oversize, short padded frame, overlong encoding…).
+    TransportError,
+    /// The middle end closed the client (CLOSE_EXT) or its connection was lost.
+    ClosedByMe,
+    /// The per-connection or global buffer budget was exceeded.
+    BufferLimit,
+    /// The proxy is shutting down.
+    Shutdown,
+    /// A socket error.
+    IoError,
+}
+
+async fn run(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shared: &Arc<Shared>,
+    cancel: &CancellationToken,
+) -> Outcome {
+    let settings = &shared.settings;
+    let deadline = tokio::time::Instant::now() + settings.pre_auth_timeout;
+    let mut hdr = [0u8; HEADER_LEN];
+    let read_header = async {
+        stream.read_exact(&mut hdr).await?;
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::select! {
+        () = cancel.cancelled() => return Outcome::Shutdown,
+        () = tokio::time::sleep_until(deadline) => {
+            inc(&shared.counters.handshake_timeouts);
+            return Outcome::PreAuthTimeout;
+        }
+        r = read_header => if r.is_err() { return Outcome::ClientClosed },
+    }
+    let Some(hs) = obfuscated2::parse_header(&hdr, &settings.secrets, settings.accept_policy)
+    else {
+        inc(&shared.counters.bad_secret_connections);
+        tracing::debug!(%peer, "obfuscated2 header matches no secret: skip mode");
+        return skip_mode(stream, deadline, shared, cancel).await;
+    };
+    inc(&shared.counters.total_encrypted_connections);
+    let outcome = relay(stream, peer, local, shared, cancel, hs).await;
+    dec(&shared.counters.total_encrypted_connections);
+    outcome
+}
+
+/// C's "global skip mode": discard everything, answer nothing, until the deadline.
+async fn skip_mode(
+    stream: &mut TcpStream,
+    deadline: tokio::time::Instant,
+    shared: &Shared,
+    cancel: &CancellationToken,
+) -> Outcome {
+    let mut sink = vec![0u8; 4096];
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return Outcome::Shutdown,
+            () = tokio::time::sleep_until(deadline) => {
+                inc(&shared.counters.handshake_timeouts);
+                return Outcome::PreAuthTimeout;
+            }
+            r = stream.read(&mut sink) => match r {
+                Ok(0) | Err(_) => return Outcome::ClientClosed,
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
+/// The client's binding to one middle-end connection.
+struct Binding {
+    me: Arc<MeConn>,
+    conn_id: i64,
+}
+
+/// Per-connection state of an identified client.
+struct Session<'a> {
+    shared: &'a Arc<Shared>,
+    peer: SocketAddr,
+    proxy_addr: SocketAddr,
+    transport: Transport,
+    dc: i16,
+    encrypt: AesCtr,
+    binding: Option<Binding>,
+    handle: ClientHandle,
+    out: BytesMut,
+}
+
+async fn relay(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shared: &Arc<Shared>,
+    cancel: &CancellationToken,
+    hs: obfuscated2::ServerHandshake,
+) -> Outcome {
+    let obfuscated2::ServerHandshake {
+        transport,
+        dc,
+        mut decrypt,
+        encrypt,
+        ..
+    } = hs;
+    tracing::debug!(%peer, ?transport, dc, "client identified");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let mut s = Session {
+        shared,
+        peer,
+        proxy_addr: SocketAddr::new(shared.settings.nat.translate(local.ip()), local.port()),
+        transport,
+        dc,
+        encrypt,
+        binding: None,
+        handle: ClientHandle {
+            tx,
+            queued: queued.clone(),
+        },
+        out: BytesMut::with_capacity(4096),
+    };
+    let mut decoder = ServerDecoder::new(transport);
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let (mut rd, mut wr) = stream.split();
+    let outcome = loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => break Outcome::Shutdown,
+            msg = rx.recv() => {
+                // `s.handle` keeps a sender alive, so the queue never ends here.
+                let Some(first) = msg else { break Outcome::ClosedByMe };
+                match s.write_answers(first, &mut rx, &mut wr).await {
+                    Ok(None) => {}
+                    Ok(Some(o)) => break o,
+                    Err(_) => break Outcome::IoError,
+                }
+            }
+            r = read_some(&mut rd, &mut rbuf) => {
+                let before = match r {
+                    Ok(Some(before)) => before,
+                    Ok(None) => break Outcome::ClientClosed,
+                    Err(_) => break Outcome::IoError,
+                };
+                if let Some(tail) = rbuf.get_mut(before..) {
+                    decrypt.apply(tail);
+                }
+                match s.forward_frames(&mut decoder, &mut rbuf).await {
+                    Ok(()) => {}
+                    Err(o) => break o,
+                }
+                if !s.out.is_empty() {
+                    if wr.write_all(&s.out).await.is_err() {
+                        break Outcome::IoError;
+                    }
+                    s.out.clear();
+                }
+            }
+        }
+    };
+    if let Some(b) = s.binding.take() {
+        if b.me.unregister(b.conn_id) {
+            b.me.send_close_conn(b.conn_id);
+        }
+        dec(&shared.counters.ext_connections);
+    }
+    let left = queued.swap(0, Relaxed);
+    shared.buffered.fetch_sub(left, Relaxed);
+    outcome
+}
+
+/// Reads at least one byte into `buf`; returns the length before the read, or `None` at EOF.
+async fn read_some(
+    rd: &mut tokio::net::tcp::ReadHalf<'_>,
+    buf: &mut BytesMut,
+) -> std::io::Result<Option<usize>> {
+    let before = buf.len();
+    if buf.capacity() - before < 1024 {
+        buf.reserve(READ_CHUNK);
+    }
+    let n = rd.read_buf(buf).await?;
+    Ok((n > 0).then_some(before))
+}
+
+impl Session<'_> {
+    /// Decodes and forwards every complete frame in `rbuf` (already decrypted).
+    async fn forward_frames(
+        &mut self,
+        decoder: &mut ServerDecoder,
+        rbuf: &mut BytesMut,
+    ) -> Result<(), Outcome> {
+        loop {
+            let frame = match decoder.decode(rbuf) {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    inc(&self.shared.counters.transport_errors);
+                    tracing::debug!(peer = %self.peer, error = %e, "client framing error, closing");
+                    return Err(Outcome::TransportError);
+                }
+            };
+            match packet::classify(&frame.payload) {
+                PacketVerdict::Forward { unencrypted, .. } => {
+                    self.forward(frame.payload, unencrypted, frame.quick_ack).await?;
+                }
+                PacketVerdict::RpcPing { reply } => {
+                    if let Some(pong) = reply {
+                        self.frame_out(&pong);
+                    }
+                }
+                PacketVerdict::Drop(reason) => {
+                    inc(&self.shared.counters.mtproto_proxy_errors);
+                    tracing::debug!(peer = %self.peer, %reason, "cannot forward mtproto packet");
+                }
+            }
+        }
+    }
+
+    /// Forwards one accepted packet, binding the client to a middle-end connection first.
+    async fn forward(
+        &mut self,
+        payload: BytesMut,
+        unencrypted: bool,
+        quick_ack: bool,
+    ) -> Result<(), Outcome> {
+        let shared = self.shared;
+        if self.binding.as_ref().is_some_and(|b| !b.me.is_alive()) {
+            return Err(Outcome::ClosedByMe);
+        }
+        if self.binding.is_none() {
+            let Some(me) = shared.pool.pick(self.dc) else {
+                inc(&shared.counters.dropped_queries);
+                tracing::debug!(peer = %self.peer, dc = self.dc, "no middle-end connection for dc, packet dropped");
+                return Ok(());
+            };
+            let conn_id = shared.conn_ids.next() as i64;
+            me.register(conn_id, self.handle.clone());
+            inc(&shared.counters.ext_connections);
+            inc(&shared.counters.ext_connections_created);
+            self.binding = Some(Binding { me, conn_id });
+        }
+        let Some(b) = self.binding.as_ref() else {
+            return Ok(());
+        };
+        let mut flags = req_flags::EXT_OBFUSCATED | req_flags::EXTMODE2;
+        flags |= if self.transport == Transport::Abridged {
+            req_flags::COMPACT
+        } else {
+            req_flags::MEDIUM
+        };
+        if unencrypted {
+            flags |= req_flags::UNENCRYPTED;
+        }
+        if quick_ack {
+            flags |= req_flags::QUICKACK;
+        }
+        let cmd = MeCmd::ProxyReq {
+            conn_id: b.conn_id,
+            flags,
+            client_addr: self.peer,
+            proxy_addr: self.proxy_addr,
+            payload,
+        };
+        if b.me.send(cmd).await.is_err() {
+            return Err(Outcome::ClosedByMe);
+        }
+        inc(&shared.counters.tot_forwarded_queries);
+        Ok(())
+    }
+
+    /// Frames, encrypts and queues one packet for the client in `self.out`.
+    fn frame_out(&mut self, payload: &[u8]) {
+        let start = self.out.len();
+        let mut pad = [0u8; 3];
+        let pad_len = if self.transport == Transport::PaddedIntermediate {
+            let n = rand::thread_rng().gen_range(0..=3);
+            rand::thread_rng().fill_bytes(&mut pad[..n]);
+            n
+        } else {
+            0
+        };
+        if transport::encode_server_frame(self.transport, payload, &pad[..pad_len], &mut self.out)
+            .is_err()
+        {
+            tracing::debug!(peer = %self.peer, len = payload.len(), "answer cannot be framed for this transport, dropped");
+            return;
+        }
+        if let Some(tail) = self.out.get_mut(start..) {
+            self.encrypt.apply(tail);
+        }
+    }
+
+    /// Writes `first` and every other queued message (batched into one write).
+    async fn write_answers(
+        &mut self,
+        first: ToClient,
+        rx: &mut mpsc::UnboundedReceiver<ToClient>,
+        wr: &mut tokio::net::tcp::WriteHalf<'_>,
+    ) -> std::io::Result<Option<Outcome>> {
+        let mut next = Some(first);
+        let mut budget = 64usize;
+        while let Some(msg) = next.take() {
+            match msg {
+                ToClient::Answer(data) => {
+                    self.release(data.len());
+                    self.frame_out(&data);
+                }
+                ToClient::QuickAck(confirm) => {
+                    let start = self.out.len();
+                    transport::encode_quick_ack(self.transport, confirm, &mut self.out);
+                    if let Some(tail) = self.out.get_mut(start..) {
+                        self.encrypt.apply(tail);
+                    }
+                }
+                ToClient::Close(outcome) => {
+                    if !self.out.is_empty() {
+                        wr.write_all(&self.out).await?;
+                    }
+                    if outcome == Outcome::ClosedByMe {
+                        // The middle end already forgot this client: no CLOSE_CONN back.
+                        if let Some(b) = self.binding.take() {
+                            b.me.unregister(b.conn_id);
+                            dec(&self.shared.counters.ext_connections);
+                        }
+                    }
+                    return Ok(Some(outcome));
+                }
+            }
+            budget -= 1;
+            if budget > 0 && self.out.len() < 256 * 1024 {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !self.out.is_empty() {
+            wr.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(None)
+    }
+
+    fn release(&self, n: usize) {
+        self.handle.queued.fetch_sub(n, Relaxed);
+        self.shared.buffered.fetch_sub(n, Relaxed);
+    }
+}
+
+/// Delivers an answer to a client handle, enforcing the buffer budgets.
+///
+/// Returns `false` when the client was closed for exceeding a budget (the caller counts
+/// nothing more; the counters are bumped here).
+pub fn deliver(shared: &Shared, handle: &ClientHandle, data: Bytes) -> bool {
+    let n = data.len();
+    let queued = handle.queued.fetch_add(n, Relaxed) + n;
+    let total = shared.buffered.fetch_add(n, Relaxed) + n;
+    if queued > shared.settings.per_conn_buffer_cap {
+        inc(&shared.counters.connections_failed_flood);
+        let _ = handle.tx.send(ToClient::Close(Outcome::BufferLimit));
+        return false;
+    }
+    if total > shared.settings.msg_buffers_size / 4 * 3 && queued > LRU_MIN_QUEUE {
+        inc(&shared.counters.connections_failed_lru);
+        let _ = handle.tx.send(ToClient::Close(Outcome::BufferLimit));
+        return false;
+    }
+    if handle.tx.send(ToClient::Answer(data)).is_err() {
+        handle.queued.fetch_sub(n, Relaxed);
+        shared.buffered.fetch_sub(n, Relaxed);
+        return false;
+    }
+    true
+}
+
+/// Above ¾ of the global budget, clients with at least this much queued are closed.
+const LRU_MIN_QUEUE: usize = 256 * 1024;
