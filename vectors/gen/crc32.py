@@ -1,10 +1,9 @@
 #!/usr/bin/env python3
 """Generates vectors/data/crc32.json: CRC-32 (IEEE 802.3 / zlib, reflected 0xEDB88320).
 
-The check value of "123456789" (0xCBF43926) is the catalogued one (Williams, "A Painless
-Guide to CRC Error Detection Algorithms"; the CRC RevEng catalogue, CRC-32/ISO-HDLC).
-Every value, that one included, is cross-checked by two independent Python computations:
-zlib.crc32 and a bitwise implementation below. `value` is the CRC as a number, in hex.
+The check value of "123456789" (0xCBF43926) is the catalogued one (the CRC RevEng
+catalogue, CRC-32/ISO-HDLC). Every value, that one included, is cross-checked by two
+independent Python computations: zlib.crc32 and a bitwise implementation below. `value` is the CRC as a number, in hex.
 
 Usage: python3 crc32.py [--check]   (--check: fail if the data file is out of date)
 """

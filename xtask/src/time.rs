@@ -15,7 +15,7 @@ pub(crate) fn rfc3339_utc(t: SystemTime) -> String {
     )
 }
 
-/// The proleptic Gregorian date of `days` after 1970-01-01 (H. Hinnant's `civil_from_days`).
+/// The proleptic Gregorian date `days` after 1970-01-01 (the usual days-to-civil algorithm).
 fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
