@@ -1,2 +1,82 @@
-//! `cargo xtask <command>`.
-fn main() {}
+//! `cargo xtask <command>`: the project's automation, one module per subcommand.
+//!
+//! * `vectors` — replay every vector family, print a count per family and write
+//!   `artifacts/vectors/vectors-report.json`; fails when any vector fails.
+//! * `tidy` — the source checks that also run as tests under `cargo test` (the protocol
+//!   core stays sans-IO; every crate root forbids unsafe code).
+//!
+//! Adding a subcommand: write a module with a `#[derive(clap::Args)]` struct that has a
+//! `fn run(self) -> anyhow::Result<()>`, then add a variant to [`Command`] and an arm to
+//! [`Command::run`].
+#![forbid(unsafe_code)]
+// Printing is this binary's job: it is a command-line tool, not a library.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod tidy;
+mod time;
+mod vectors;
+
+/// Project automation for mtproxy-rs.
+#[derive(Debug, Parser)]
+#[command(name = "xtask", bin_name = "cargo xtask", version, about)]
+struct Xtask {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands, one module each.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replay every vector family and write artifacts/vectors/vectors-report.json.
+    Vectors(vectors::Vectors),
+    /// Run the source checks (also run as tests by `cargo test`).
+    Tidy(tidy::Tidy),
+}
+
+impl Command {
+    fn run(self) -> anyhow::Result<()> {
+        match self {
+            Command::Vectors(cmd) => cmd.run(),
+            Command::Tidy(cmd) => cmd.run(),
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+pub(crate) fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn main() -> ExitCode {
+    match Xtask::parse().command.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        super::Xtask::command().debug_assert();
+    }
+
+    #[test]
+    fn project_root_holds_the_workspace_manifest() {
+        let manifest = std::fs::read_to_string(super::project_root().join("Cargo.toml"))
+            .expect("the root Cargo.toml is readable");
+        assert!(manifest.contains("[workspace]"));
+    }
+}
