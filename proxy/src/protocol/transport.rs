@@ -13,7 +13,11 @@
 //! Decoders are incremental: "need more bytes" is `Ok(None)` and nothing is consumed
 //! until a whole frame is buffered, so any split of the input yields the same frames.
 
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{Buf, BufMut};
+
+/// The buffer type the decoders and encoders work on (re-exported for callers without a
+/// direct `bytes` dependency).
+pub use bytes::BytesMut;
 
 /// The largest client→proxy frame the C proxy accepts (`MAX_POST_SIZE` = 262144·4 − 4096).
 pub const MAX_CLIENT_FRAME: usize = 262_144 * 4 - 4096;
