@@ -34,6 +34,11 @@ const DC_AT: usize = 60;
 pub struct AcceptPolicy {
     /// Accept only `0xdddddddd` (padded intermediate): `-R` (§12.2), and `-D`, where the
     /// caller splices every other client to the default domain.
+    ///
+    /// With `padded_only` a secret whose decrypted tag is abridged/intermediate counts as
+    /// not matching and the next secret is tried (C's `-R`). C's `-D` splices at the first
+    /// such secret instead; the outcome differs only if a later secret also decrypts the
+    /// same header to `0xdddddddd` (probability about 2^-32).
     pub padded_only: bool,
 }
 

@@ -238,6 +238,11 @@ fn client_header(transport: Transport, buf: &[u8]) -> Result<Option<Header>, Tra
 }
 
 /// Splits already-decrypted client→proxy bytes into frames (the proxy's side).
+///
+/// Divergence from C (unobservable): the C parser waits until at least 9 (abridged) or 12
+/// (intermediate) bytes are buffered before looking at a frame, so a complete tiny frame
+/// at the end of the input waits for more bytes there; here it is returned at once. Such
+/// frames (payload < 8 bytes) are always dropped by [`crate::protocol::packet::classify`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerDecoder {
     transport: Transport,
