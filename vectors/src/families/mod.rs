@@ -11,6 +11,9 @@ mod kat;
 pub mod md5;
 pub mod sha1;
 pub mod sha256;
+pub mod obfuscated2;
+pub mod packet_rules;
+pub mod transport;
 
 /// Every family, in report order.
 pub const ALL: &[Family] = &[
@@ -45,5 +48,17 @@ pub const ALL: &[Family] = &[
     Family {
         name: "crc32c",
         replay: crc32c::replay,
+    },
+    Family {
+        name: "obfuscated2",
+        replay: obfuscated2::replay,
+    },
+    Family {
+        name: "transport",
+        replay: transport::replay,
+    },
+    Family {
+        name: "packet_rules",
+        replay: packet_rules::replay,
     },
 ];

@@ -1,0 +1,85 @@
+//! Family `packet_rules`: which decoded client payloads are forwarded to the middle end,
+//! dropped silently (with the reason), or handled as `RPC_PING`. Expected verdicts come
+//! from `vectors/gen/packet_rules.py`.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Context};
+use mtproxy::protocol::packet::{classify, DropReason, PacketVerdict};
+use serde_json::Value;
+
+use crate::{hex_field, load_family, FamilyReport};
+
+const FAMILY: &str = "packet_rules";
+
+fn reason_name(r: DropReason) -> &'static str {
+    match r {
+        DropReason::TooShort { .. } => "TooShort",
+        DropReason::NotAligned { .. } => "NotAligned",
+        DropReason::ShortEncrypted { .. } => "ShortEncrypted",
+        DropReason::BadInnerLength { .. } => "BadInnerLength",
+        DropReason::UnknownUnencryptedOp { .. } => "UnknownUnencryptedOp",
+    }
+}
+
+/// The verdict as the data file spells it.
+fn verdict_value(v: PacketVerdict) -> Value {
+    match v {
+        PacketVerdict::Forward {
+            unencrypted,
+            auth_key_id,
+        } => serde_json::json!({
+            "verdict": "forward", "unencrypted": unencrypted, "auth_key_id": auth_key_id.to_string()
+        }),
+        PacketVerdict::Drop(r) => serde_json::json!({"verdict": "drop", "reason": reason_name(r)}),
+        PacketVerdict::RpcPing { reply } => {
+            serde_json::json!({"verdict": "rpc_ping", "reply": reply.map(hex::encode)})
+        }
+    }
+}
+
+fn replay_one(v: &Value) -> anyhow::Result<Option<String>> {
+    let payload = hex_field(v, "payload")?;
+    let got = verdict_value(classify(&payload));
+    let obj = got.as_object().context("verdict is an object")?;
+    for (k, want) in obj {
+        let have = v.get(k).ok_or_else(|| anyhow!("field {k:?} missing"))?;
+        if have != want {
+            return Ok(Some(format!("{k}: got {want}, want {have}")));
+        }
+    }
+    Ok(None)
+}
+
+/// Replays every vector of `data/packet_rules.json`.
+///
+/// # Errors
+/// When the file cannot be read.
+pub fn replay(dir: &Path) -> anyhow::Result<FamilyReport> {
+    let file = load_family(dir, FAMILY)?;
+    let mut failures = Vec::new();
+    for v in &file.vectors {
+        let name = v.get("name").and_then(Value::as_str).unwrap_or("?");
+        match replay_one(v) {
+            Ok(None) => {}
+            Ok(Some(f)) => failures.push(format!("{name}: {f}")),
+            Err(e) => failures.push(format!("{name}: {e:#}")),
+        }
+    }
+    Ok(FamilyReport {
+        family: FAMILY.into(),
+        provenance: file.provenance,
+        count: file.vectors.len(),
+        failures,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn family_passes() {
+        let r = super::replay(&crate::data_dir()).unwrap();
+        assert!(r.count >= 30, "only {} vectors", r.count);
+        assert!(r.failures.is_empty(), "{:#?}", r.failures);
+    }
+}
