@@ -13,6 +13,7 @@
 //!
 //! `unsafe` is denied crate-wide and allowed only in [`sys`], which wraps the two system
 //! calls (`TCP_WINDOW_CLAMP`, `nice`) that have no safe binding in `socket2` or `nix`.
+// unsafe_code: denied, and allowed only in `sys` (window clamp, nice, inherited fds: no safe binding exists).
 #![deny(unsafe_code)]
 
 pub mod config;

@@ -1,4 +1,5 @@
 //! The `mtproto-proxy` binary.
+#![forbid(unsafe_code)]
 fn main() {
     std::process::exit(2);
 }

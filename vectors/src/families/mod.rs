@@ -9,10 +9,10 @@ pub mod crc32c;
 pub mod hmac_sha256;
 mod kat;
 pub mod md5;
-pub mod sha1;
-pub mod sha256;
 pub mod obfuscated2;
 pub mod packet_rules;
+pub mod sha1;
+pub mod sha256;
 pub mod transport;
 
 /// Every family, in report order.
