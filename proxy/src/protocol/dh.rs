@@ -156,6 +156,9 @@ mod tests {
         assert!(!is_good_dh_value(&v), "head equal to the prime's");
         v[7] -= 1;
         assert!(is_good_dh_value(&v));
-        assert_eq!(shared_secret(&[0xff; 256], &[1; 256]), Err(DhError::BadPeerValue));
+        assert_eq!(
+            shared_secret(&[0xff; 256], &[1; 256]),
+            Err(DhError::BadPeerValue)
+        );
     }
 }

@@ -30,14 +30,20 @@ mod record;
 mod replay;
 mod server_hello;
 
-pub use client::{build_client_hello, verify_server_hello, HelloShape, ServerHelloInfo, VerifyError};
-pub use client_hello::{sni_domain, validate_client_hello, AcceptedHello, HelloReject, DEFAULT_DOMAIN};
+pub use client::{
+    build_client_hello, verify_server_hello, HelloShape, ServerHelloInfo, VerifyError,
+};
+pub use client_hello::{
+    sni_domain, validate_client_hello, AcceptedHello, HelloReject, DEFAULT_DOMAIN,
+};
 pub use probe::{
     aggregate_probe_results, parse_probe_response, probe_client_hello, ProbeError, ProbeFacts,
     PROBE_CONNECTIONS, PROBE_HELLO_LEN,
 };
 pub use record::{encode_app_data_records, ClientRecordDecoder, RecordError};
-pub use replay::{ReplayCache, ReplayCheck, DEFAULT_MAX_REPLAY_ENTRIES, REPLAY_ENTRY_LIFETIME_SECS};
+pub use replay::{
+    ReplayCache, ReplayCheck, DEFAULT_MAX_REPLAY_ENTRIES, REPLAY_ENTRY_LIFETIME_SECS,
+};
 pub use server_hello::{
     build_server_hello, build_server_hello_from_parts, DomainProfile, ServerHelloParts,
 };
@@ -133,20 +139,36 @@ mod tests {
         assert_eq!(classify_first_bytes(&[0x16, 0x03]), NeedMore);
         assert_eq!(classify_first_bytes(&[0x16, 0x03, 0x01, 0x02]), NeedMore);
         assert_eq!(classify_first_bytes(&[0x17]), NotTls);
-        assert_eq!(classify_first_bytes(&[0x16, 0x03, 0x03, 0x02, 0x00]), NotTls);
-        assert_eq!(classify_first_bytes(&[0x16, 0x03, 0x01, 0x01, 0xff]), NotTls);
-        assert_eq!(classify_first_bytes(&[0x16, 0x03, 0x01, 0x80, 0x00]), NotTls);
+        assert_eq!(
+            classify_first_bytes(&[0x16, 0x03, 0x03, 0x02, 0x00]),
+            NotTls
+        );
+        assert_eq!(
+            classify_first_bytes(&[0x16, 0x03, 0x01, 0x01, 0xff]),
+            NotTls
+        );
+        assert_eq!(
+            classify_first_bytes(&[0x16, 0x03, 0x01, 0x80, 0x00]),
+            NotTls
+        );
         assert_eq!(
             classify_first_bytes(&[0x16, 0x03, 0x01, 0x02, 0x00]),
             FakeTls { record_len: 517 }
         );
         assert_eq!(
             classify_first_bytes(&[0x16, 0x03, 0x01, 0x06, 0xd8, 0x01]),
-            FakeTls { record_len: 5 + 1752 }
+            FakeTls {
+                record_len: 5 + 1752
+            }
         );
         assert_eq!(
             classify_first_bytes(&[0x16, 0x03, 0x01, 0x7f, 0xff]),
-            FakeTls { record_len: 5 + 0x7fff }
+            FakeTls {
+                record_len: 5 + 0x7fff
+            }
         );
     }
 }
+
+#[cfg(test)]
+mod props;

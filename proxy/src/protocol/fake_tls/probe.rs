@@ -123,7 +123,11 @@ pub(crate) fn chrome_like_hello(
     let ext_len = h.len() - ext_len_pos - 2;
     let sat16 = |v: usize| u16::try_from(v).unwrap_or(u16::MAX).to_be_bytes();
     h[3..5].copy_from_slice(&sat16(record_len));
-    h[6..9].copy_from_slice(&u32::try_from(handshake_len).unwrap_or(u32::MAX).to_be_bytes()[1..]);
+    h[6..9].copy_from_slice(
+        &u32::try_from(handshake_len)
+            .unwrap_or(u32::MAX)
+            .to_be_bytes()[1..],
+    );
     h[ext_len_pos..ext_len_pos + 2].copy_from_slice(&sat16(ext_len));
     Ok(h)
 }
@@ -206,7 +210,9 @@ pub fn parse_probe_response(
         return Err(Bad("Non-TLS response 3"));
     }
     if r[11..43] == HELLO_RETRY_RANDOM {
-        return Err(Bad("TLS 1.3 servers returning HelloRetryRequest are not supprted"));
+        return Err(Bad(
+            "TLS 1.3 servers returning HelloRetryRequest are not supprted",
+        ));
     }
     if r[43] == 0 {
         return Err(Bad("TLS <= 1.2: empty session_id"));
@@ -336,7 +342,11 @@ mod tests {
         let mut wide = vec![facts(100); 10];
         wide.extend(vec![facts(111); 10]);
         let p = aggregate_probe_results(&wide).unwrap();
-        assert_eq!((p.encrypted_size, p.randomize), (106, true), "105.5 rounds up");
+        assert_eq!(
+            (p.encrypted_size, p.randomize),
+            (106, true),
+            "105.5 rounds up"
+        );
         assert_eq!(aggregate_probe_results(&[]), None);
     }
 }

@@ -172,11 +172,17 @@ mod tests {
     fn rejects_a_short_first_record_and_bad_headers() {
         let mut d = ClientRecordDecoder::new();
         let mut src = BytesMut::from(&client_stream(&[&[0u8; 63]])[..]);
-        assert_eq!(d.decode(&mut src), Err(RecordError::FirstRecordTooShort(63)));
+        assert_eq!(
+            d.decode(&mut src),
+            Err(RecordError::FirstRecordTooShort(63))
+        );
 
         let mut d = ClientRecordDecoder::new();
         let mut src = BytesMut::from(&[0x14, 3, 3, 0, 1, 2][..]);
-        assert!(matches!(d.decode(&mut src), Err(RecordError::BadChangeCipherSpec(_))));
+        assert!(matches!(
+            d.decode(&mut src),
+            Err(RecordError::BadChangeCipherSpec(_))
+        ));
 
         let mut stream = client_stream(&[&[1u8; 64]]);
         stream.extend_from_slice(&[0x15, 3, 3, 0, 2, 2, 40]);

@@ -100,7 +100,9 @@ pub fn build_server_hello_from_parts(
 ) -> Vec<u8> {
     let app_data = &parts.app_data[..parts.app_data.len().min(usize::from(u16::MAX))];
     let mut out = Vec::with_capacity(138 + app_data.len());
-    out.extend_from_slice(&[0x16, 0x03, 0x03, 0x00, 0x7a, 0x02, 0x00, 0x00, 0x76, 0x03, 0x03]);
+    out.extend_from_slice(&[
+        0x16, 0x03, 0x03, 0x00, 0x7a, 0x02, 0x00, 0x00, 0x76, 0x03, 0x03,
+    ]);
     out.extend_from_slice(&[0u8; RANDOM_LEN]);
     out.push(0x20);
     out.extend_from_slice(session_id);
