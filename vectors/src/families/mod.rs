@@ -2,5 +2,22 @@
 
 use crate::Family;
 
+pub mod dh;
+pub mod fake_tls_client_hello;
+pub mod fake_tls_server_hello;
+
 /// Every family, in report order.
-pub const ALL: &[Family] = &[];
+pub const ALL: &[Family] = &[
+    Family {
+        name: "fake_tls_client_hello",
+        replay: fake_tls_client_hello::replay,
+    },
+    Family {
+        name: "fake_tls_server_hello",
+        replay: fake_tls_server_hello::replay,
+    },
+    Family {
+        name: "dh",
+        replay: dh::replay,
+    },
+];
