@@ -6,6 +6,9 @@ pub mod aes_cbc;
 pub mod aes_ctr;
 pub mod crc32;
 pub mod crc32c;
+pub mod dh;
+pub mod fake_tls_client_hello;
+pub mod fake_tls_server_hello;
 pub mod hmac_sha256;
 mod kat;
 pub mod md5;
@@ -60,5 +63,17 @@ pub const ALL: &[Family] = &[
     Family {
         name: "packet_rules",
         replay: packet_rules::replay,
+    },
+    Family {
+        name: "fake_tls_client_hello",
+        replay: fake_tls_client_hello::replay,
+    },
+    Family {
+        name: "fake_tls_server_hello",
+        replay: fake_tls_server_hello::replay,
+    },
+    Family {
+        name: "dh",
+        replay: dh::replay,
     },
 ];
