@@ -16,6 +16,8 @@ pub mod keys;
 pub mod link;
 pub mod messages;
 
+/// The buffer types of this module's API, re-exported so callers need no direct `bytes` dependency.
+pub use bytes::{Bytes, BytesMut};
 pub use frame::{encode_frame, CrcMode, Frame, FrameDecoder, FrameError};
 pub use handshake::{Handshake, HandshakeError, Nonce, NonceSchema, ProcessId};
 pub use keys::{aes_create_keys, KeyAddrs, KeyInputs, Purpose};
