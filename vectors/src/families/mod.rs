@@ -14,6 +14,9 @@ mod kat;
 pub mod md5;
 pub mod obfuscated2;
 pub mod packet_rules;
+pub mod rpc_frames;
+pub mod rpc_keys;
+pub mod rpc_messages;
 pub mod sha1;
 pub mod sha256;
 pub mod transport;
@@ -75,5 +78,17 @@ pub const ALL: &[Family] = &[
     Family {
         name: "dh",
         replay: dh::replay,
+    },
+    Family {
+        name: "rpc_keys",
+        replay: rpc_keys::replay,
+    },
+    Family {
+        name: "rpc_frames",
+        replay: rpc_frames::replay,
+    },
+    Family {
+        name: "rpc_messages",
+        replay: rpc_messages::replay,
     },
 ];
