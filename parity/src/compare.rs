@@ -103,7 +103,12 @@ pub struct Comparison {
 
 impl Comparison {
     /// A new comparison with its raw differences.
-    pub fn new(kind: &str, phase: Option<&str>, checked: u64, differences: Vec<Difference>) -> Self {
+    pub fn new(
+        kind: &str,
+        phase: Option<&str>,
+        checked: u64,
+        differences: Vec<Difference>,
+    ) -> Self {
         let name = match phase {
             Some(p) => format!("{p}/{kind}"),
             None => kind.to_string(),
@@ -139,7 +144,11 @@ impl Comparison {
 
     /// Mark each difference explained by `divergences`, set pass/fail, keep the first `limit`
     /// (unexplained first). Returns how many differences each matched divergence explained.
-    pub fn finalise(&mut self, divergences: &DivergenceList, limit: usize) -> BTreeMap<String, u64> {
+    pub fn finalise(
+        &mut self,
+        divergences: &DivergenceList,
+        limit: usize,
+    ) -> BTreeMap<String, u64> {
         let mut matched = BTreeMap::new();
         for d in &mut self.differences {
             if let Some(div) = divergences.find(d) {
@@ -147,8 +156,11 @@ impl Comparison {
                 *matched.entry(div.id.clone()).or_insert(0) += 1;
             }
         }
-        self.unexplained_differences =
-            self.differences.iter().filter(|d| d.divergence.is_none()).count() as u64;
+        self.unexplained_differences = self
+            .differences
+            .iter()
+            .filter(|d| d.divergence.is_none())
+            .count() as u64;
         if self.skipped.is_none() {
             self.pass = self.unexplained_differences == 0;
         }
@@ -188,7 +200,10 @@ fn short_hash(b: &[u8]) -> String {
 
 /// Normalise one side's records, grouped by session in arrival order; records whose payload
 /// carries no workload marker land under `None`.
-pub fn normalise_me(phase: &Phase, records: &[MeRecord]) -> BTreeMap<Option<u32>, Vec<NormMeRecord>> {
+pub fn normalise_me(
+    phase: &Phase,
+    records: &[MeRecord],
+) -> BTreeMap<Option<u32>, Vec<NormMeRecord>> {
     let transports: HashMap<u32, Transport> =
         phase.sessions.iter().map(|s| (s.id, s.transport)).collect();
     let mut conns: HashMap<Option<u32>, Vec<i64>> = HashMap::new();
@@ -227,7 +242,11 @@ fn opt<T: std::fmt::Display>(v: &Option<T>) -> String {
 }
 
 /// (a) Compare the FakeMe request streams of one phase, per session as sequences.
-pub fn compare_me_streams(phase: &Phase, reference: &[MeRecord], candidate: &[MeRecord]) -> Comparison {
+pub fn compare_me_streams(
+    phase: &Phase,
+    reference: &[MeRecord],
+    candidate: &[MeRecord],
+) -> Comparison {
     const KIND: &str = "me_stream";
     let p = Some(phase.name.as_str());
     let r = normalise_me(phase, reference);
@@ -244,7 +263,8 @@ pub fn compare_me_streams(phase: &Phase, reference: &[MeRecord], candidate: &[Me
             let bag = |v: &[NormMeRecord]| {
                 let mut m: BTreeMap<(u32, Option<String>, String), i64> = BTreeMap::new();
                 for x in v {
-                    *m.entry((x.flags, x.tag.clone(), x.payload_hash.clone())).or_default() += 1;
+                    *m.entry((x.flags, x.tag.clone(), x.payload_hash.clone()))
+                        .or_default() += 1;
                 }
                 m
             };
@@ -253,7 +273,10 @@ pub fn compare_me_streams(phase: &Phase, reference: &[MeRecord], candidate: &[Me
             all.sort();
             all.dedup();
             for k in all {
-                let (a, b) = (rb.get(&k).copied().unwrap_or(0), cb.get(&k).copied().unwrap_or(0));
+                let (a, b) = (
+                    rb.get(&k).copied().unwrap_or(0),
+                    cb.get(&k).copied().unwrap_or(0),
+                );
                 if a != b {
                     diffs.push(Difference::new(
                         KIND,
@@ -287,9 +310,17 @@ pub fn compare_me_streams(phase: &Phase, reference: &[MeRecord], candidate: &[Me
                             diffs.push(Difference::new(KIND, p, key.clone(), f, x, y));
                         }
                     };
-                    field("flags", format!("{:#010x}", a.flags), format!("{:#010x}", b.flags));
+                    field(
+                        "flags",
+                        format!("{:#010x}", a.flags),
+                        format!("{:#010x}", b.flags),
+                    );
                     field("tag", opt(&a.tag), opt(&b.tag));
-                    field("payload_len", a.payload_len.to_string(), b.payload_len.to_string());
+                    field(
+                        "payload_len",
+                        a.payload_len.to_string(),
+                        b.payload_len.to_string(),
+                    );
                     field("payload", a.payload_hash.clone(), b.payload_hash.clone());
                     field("dc", opt(&a.dc), opt(&b.dc));
                     field(
@@ -318,7 +349,13 @@ pub fn compare_me_streams(phase: &Phase, reference: &[MeRecord], candidate: &[Me
             }
         }
     }
-    Comparison::new(KIND, p, (reference.len().max(candidate.len())) as u64, diffs).details(format!(
+    Comparison::new(
+        KIND,
+        p,
+        (reference.len().max(candidate.len())) as u64,
+        diffs,
+    )
+    .details(format!(
         "{} reference and {} candidate PROXY_REQs; conn ids, ports and addresses redacted",
         reference.len(),
         candidate.len()
@@ -440,23 +477,28 @@ pub fn compare_client_streams(
             }
             (a, b) => {
                 if a.is_some() != b.is_some() {
-                    let v = |x: Option<&ClientRecord>| if x.is_some() { "recorded" } else { "missing" };
+                    let v =
+                        |x: Option<&ClientRecord>| if x.is_some() { "recorded" } else { "missing" };
                     diffs.push(Difference::new(KIND, p, key, "presence", v(a), v(b)));
                 }
             }
         }
     }
-    Comparison::new(KIND, p, phase.sessions.len() as u64, diffs).details(
-        "per-session received packets and quick acks; padded-transport padding ignored",
-    )
+    Comparison::new(KIND, p, phase.sessions.len() as u64, diffs)
+        .details("per-session received packets and quick acks; padded-transport padding ignored")
 }
 
 /// (c) Compare the reaction class per probe. A probe not sent to the reference is compared
 /// against the reference's expected reaction from the workload (value prefixed `expected:`
 /// in the details, plain in the difference so divergence matchers stay simple).
-pub fn compare_probes(probes: &[Probe], reference: &[ProbeRecord], candidate: &[ProbeRecord]) -> Comparison {
+pub fn compare_probes(
+    probes: &[Probe],
+    reference: &[ProbeRecord],
+    candidate: &[ProbeRecord],
+) -> Comparison {
     const KIND: &str = "probe";
-    let find = |v: &[ProbeRecord], name: &str| v.iter().find(|r| r.class == name).map(|r| r.reaction);
+    let find =
+        |v: &[ProbeRecord], name: &str| v.iter().find(|r| r.class == name).map(|r| r.reaction);
     let mut diffs = Vec::new();
     let mut notes = Vec::new();
     let mut checked = 0;
@@ -464,18 +506,35 @@ pub fn compare_probes(probes: &[Probe], reference: &[ProbeRecord], candidate: &[
         let name = probe.class.name();
         let r = match find(reference, name) {
             Some(Reaction::NotRun) | None => {
-                notes.push(format!("{name}: reference not probed, expected {}", probe.expect_reference.name()));
+                notes.push(format!(
+                    "{name}: reference not probed, expected {}",
+                    probe.expect_reference.name()
+                ));
                 probe.expect_reference
             }
             Some(x) => x,
         };
         let Some(c) = find(candidate, name).filter(|c| *c != Reaction::NotRun) else {
-            diffs.push(Difference::new(KIND, None, name, "reaction", r.name(), "not_run"));
+            diffs.push(Difference::new(
+                KIND,
+                None,
+                name,
+                "reaction",
+                r.name(),
+                "not_run",
+            ));
             continue;
         };
         checked += 1;
         if r != c {
-            diffs.push(Difference::new(KIND, None, name, "reaction", r.name(), c.name()));
+            diffs.push(Difference::new(
+                KIND,
+                None,
+                name,
+                "reaction",
+                r.name(),
+                c.name(),
+            ));
         }
     }
     Comparison::new(KIND, None, checked, diffs).details(notes.join("; "))
@@ -533,8 +592,10 @@ impl NoiseBaseline {
             (Some(x), Some(y)) => (x - y).abs(),
             _ => 0.0,
         };
-        self.startup_ms = crate::metrics::round3(self.startup_ms.max(d(a.startup_ms, b.startup_ms)));
-        self.shutdown_ms = crate::metrics::round3(self.shutdown_ms.max(d(a.shutdown_ms, b.shutdown_ms)));
+        self.startup_ms =
+            crate::metrics::round3(self.startup_ms.max(d(a.startup_ms, b.startup_ms)));
+        self.shutdown_ms =
+            crate::metrics::round3(self.shutdown_ms.max(d(a.shutdown_ms, b.shutdown_ms)));
     }
 }
 
@@ -629,11 +690,18 @@ pub fn compare_slos(
     let (rs, cs) = (reference.success_rate(), candidate.success_rate());
     if cs + config.success_rate_tolerance < rs {
         diffs.push(
-            Difference::new(KIND, p, "success_rate", "success_rate", format!("{rs:.6}"), format!("{cs:.6}"))
-                .with_message(format!(
-                    "{phase} success rate: candidate {cs:.6} below reference {rs:.6} (tolerance {})",
-                    config.success_rate_tolerance
-                )),
+            Difference::new(
+                KIND,
+                p,
+                "success_rate",
+                "success_rate",
+                format!("{rs:.6}"),
+                format!("{cs:.6}"),
+            )
+            .with_message(format!(
+                "{phase} success rate: candidate {cs:.6} below reference {rs:.6} (tolerance {})",
+                config.success_rate_tolerance
+            )),
         );
     }
     for (name, sp) in [
@@ -647,7 +715,12 @@ pub fn compare_slos(
         } else {
             config.latency_floor_us
         };
-        let limit = thresholds.calibrate(format!("{phase}/{name}_us"), floor as f64, config.k, sp as f64);
+        let limit = thresholds.calibrate(
+            format!("{phase}/{name}_us"),
+            floor as f64,
+            config.k,
+            sp as f64,
+        );
         let (r, c) = (
             reference.latency.named(name).unwrap_or(0),
             candidate.latency.named(name).unwrap_or(0),
@@ -655,10 +728,17 @@ pub fn compare_slos(
         checked += 1;
         if c as f64 > r as f64 + limit {
             diffs.push(
-                Difference::new(KIND, p, format!("latency_{name}"), format!("{name}_us"), r.to_string(), c.to_string())
-                    .with_message(format!(
-                        "{phase} {name}: candidate {c} µs vs reference {r} µs exceeds +{limit:.0} µs"
-                    )),
+                Difference::new(
+                    KIND,
+                    p,
+                    format!("latency_{name}"),
+                    format!("{name}_us"),
+                    r.to_string(),
+                    c.to_string(),
+                )
+                .with_message(format!(
+                    "{phase} {name}: candidate {c} µs vs reference {r} µs exceeds +{limit:.0} µs"
+                )),
             );
         }
     }
@@ -712,17 +792,33 @@ pub fn compare_lifecycle(
     let mut diffs = Vec::new();
     let mut checked = 0;
     for (name, r, c, floor, spread) in [
-        ("startup_ms", reference.startup_ms, candidate.startup_ms, config.startup_floor_ms, baseline.startup_ms),
-        ("shutdown_ms", reference.shutdown_ms, candidate.shutdown_ms, config.shutdown_floor_ms, baseline.shutdown_ms),
+        (
+            "startup_ms",
+            reference.startup_ms,
+            candidate.startup_ms,
+            config.startup_floor_ms,
+            baseline.startup_ms,
+        ),
+        (
+            "shutdown_ms",
+            reference.shutdown_ms,
+            candidate.shutdown_ms,
+            config.shutdown_floor_ms,
+            baseline.shutdown_ms,
+        ),
     ] {
         let limit = thresholds.calibrate(name.to_string(), floor, config.k, spread);
         checked += 1;
         match (r, c) {
             (Some(r), Some(c)) if c > r + limit => diffs.push(
                 Difference::new(KIND, None, name, name, format!("{r:.1}"), format!("{c:.1}"))
-                    .with_message(format!("{name}: candidate {c:.1} ms vs reference {r:.1} ms exceeds +{limit:.0} ms")),
+                    .with_message(format!(
+                        "{name}: candidate {c:.1} ms vs reference {r:.1} ms exceeds +{limit:.0} ms"
+                    )),
             ),
-            (Some(_), None) => diffs.push(Difference::new(KIND, None, name, name, "measured", "missing")),
+            (Some(_), None) => diffs.push(Difference::new(
+                KIND, None, name, name, "measured", "missing",
+            )),
             _ => {}
         }
     }
@@ -751,8 +847,9 @@ pub fn compare_stats_keys(
         .filter(|k| !candidate.contains_key(*k))
         .map(|k| Difference::new(KIND, None, k.clone(), "presence", "present", "missing"))
         .collect();
-    Comparison::new(KIND, None, reference.len() as u64, diffs)
-        .details("every /stats key of the reference must exist on the candidate; values not compared")
+    Comparison::new(KIND, None, reference.len() as u64, diffs).details(
+        "every /stats key of the reference must exist on the candidate; values not compared",
+    )
 }
 
 #[cfg(test)]
@@ -767,7 +864,9 @@ mod tests {
         let mut v = Vec::new();
         for s in &phase.sessions {
             for p in &s.packets {
-                let client: SocketAddr = format!("127.0.0.1:{}", port_base + s.id as u16).parse().unwrap();
+                let client: SocketAddr = format!("127.0.0.1:{}", port_base + s.id as u16)
+                    .parse()
+                    .unwrap();
                 v.push(MeRecord {
                     flags: 0xa002_1008 | if p.quick_ack { 0x8000_0000 } else { 0 },
                     tag: Some([7; 16]),
@@ -783,7 +882,12 @@ mod tests {
     }
 
     fn phase() -> Phase {
-        WorkloadSpec::new(3).load_requests(200).generate().phase("load").unwrap().clone()
+        WorkloadSpec::new(3)
+            .load_requests(200)
+            .generate()
+            .phase("load")
+            .unwrap()
+            .clone()
     }
 
     #[test]
@@ -796,7 +900,10 @@ mod tests {
         assert_eq!(c.checked, a.len() as u64);
 
         let s = &ph.sessions[1];
-        let i = b.iter().position(|r| locate(&r.payload) == Some((s.id, 0))).unwrap();
+        let i = b
+            .iter()
+            .position(|r| locate(&r.payload) == Some((s.id, 0)))
+            .unwrap();
         b[i].flags ^= 0x8;
         let c = compare_me_streams(&ph, &a, &b);
         assert!(!c.pass);
@@ -806,7 +913,10 @@ mod tests {
         assert_eq!(d.field, "flags");
         assert_eq!(
             d.message,
-            format!("session {} request 0: flags {:#010x} vs {:#010x}", s.id, a[i].flags, b[i].flags)
+            format!(
+                "session {} request 0: flags {:#010x} vs {:#010x}",
+                s.id, a[i].flags, b[i].flags
+            )
         );
     }
 
@@ -816,13 +926,22 @@ mod tests {
         let a = records(&ph, 1, 30000);
         let mut b = records(&ph, 1, 30000);
         let s = ph.sessions.iter().find(|s| s.packets.len() >= 3).unwrap();
-        let last = b.iter().rposition(|r| locate(&r.payload).map(|l| l.0) == Some(s.id)).unwrap();
+        let last = b
+            .iter()
+            .rposition(|r| locate(&r.payload).map(|l| l.0) == Some(s.id))
+            .unwrap();
         b[last].conn_id = 999_999;
-        let first = b.iter().position(|r| locate(&r.payload).map(|l| l.0) == Some(s.id)).unwrap();
+        let first = b
+            .iter()
+            .position(|r| locate(&r.payload).map(|l| l.0) == Some(s.id))
+            .unwrap();
         b.remove(first + 1);
         let c = compare_me_streams(&ph, &a, &b);
         assert!(!c.pass);
-        assert!(c.differences.iter().any(|d| d.field == "request" || d.field == "presence"));
+        assert!(c
+            .differences
+            .iter()
+            .any(|d| d.field == "request" || d.field == "presence"));
         let c2 = {
             let mut b = records(&ph, 1, 30000);
             b[last].conn_id = 999_999;
@@ -842,9 +961,13 @@ mod tests {
                 let mut q = vec![0xff, 0xff, 0xff, 0xff, 0x04, 0x03, 0x02, 0x81];
                 q.extend_from_slice(pad);
                 events.push(ClientEvent::Packet { data: q });
-                events.push(ClientEvent::Packet { data: [&[0u8, 0, 0, 0][..], pad].concat() });
+                events.push(ClientEvent::Packet {
+                    data: [&[0u8, 0, 0, 0][..], pad].concat(),
+                });
             } else {
-                events.push(ClientEvent::QuickAck { confirm: 0x8102_0304 });
+                events.push(ClientEvent::QuickAck {
+                    confirm: 0x8102_0304,
+                });
             }
             events.push(ClientEvent::Packet { data });
             ClientRecord {
@@ -897,15 +1020,31 @@ mod tests {
         let reference: Vec<_> = w
             .probes
             .iter()
-            .map(|p| rec(p.class.name(), if p.send_to_reference { p.expect_reference } else { Reaction::NotRun }))
+            .map(|p| {
+                rec(
+                    p.class.name(),
+                    if p.send_to_reference {
+                        p.expect_reference
+                    } else {
+                        Reaction::NotRun
+                    },
+                )
+            })
             .collect();
-        let candidate: Vec<_> = w.probes.iter().map(|p| rec(p.class.name(), p.expect_candidate)).collect();
+        let candidate: Vec<_> = w
+            .probes
+            .iter()
+            .map(|p| rec(p.class.name(), p.expect_candidate))
+            .collect();
         let mut c = compare_probes(&w.probes, &reference, &candidate);
         assert_eq!(c.total_differences, 1);
         let list = DivergenceList::load_default().unwrap();
         let ids = c.finalise(&list, 10);
         assert!(c.pass);
-        assert_eq!(ids.into_iter().collect::<Vec<_>>(), vec![("c-aborts-on-short-padded-frame".to_string(), 1)]);
+        assert_eq!(
+            ids.into_iter().collect::<Vec<_>>(),
+            vec![("c-aborts-on-short-padded-frame".to_string(), 1)]
+        );
         // An unexpected reaction is not excused.
         let mut cand2 = candidate.clone();
         cand2[2].reaction = Reaction::Silence; // oversize: C closes
@@ -918,10 +1057,12 @@ mod tests {
 
     #[test]
     fn slo_thresholds_scale_with_the_noise_baseline() {
-        let mut r = PhaseMetrics::default();
-        r.succeeded = 100;
+        let mut r = PhaseMetrics {
+            succeeded: 100,
+            requests_per_s: 1000.0,
+            ..Default::default()
+        };
         r.latency.p99_us = 1_000;
-        r.requests_per_s = 1000.0;
         let mut c = r.clone();
         c.latency.p99_us = 4_000;
         let cfg = ThresholdConfig::default();
@@ -941,7 +1082,11 @@ mod tests {
         let mut t = Thresholds::default();
         let cmp = compare_slos("load", &r, &c, &cfg, &noisy, &mut t);
         assert!(cmp.pass, "{:?}", cmp.differences);
-        let p99 = t.entries.iter().find(|e| e.metric == "load/p99_us").unwrap();
+        let p99 = t
+            .entries
+            .iter()
+            .find(|e| e.metric == "load/p99_us")
+            .unwrap();
         assert_eq!(p99.limit, 4_500.0);
         // Success rate and throughput.
         c.latency.p99_us = 1_000;

@@ -89,15 +89,19 @@ impl DivergenceList {
         let mut ids = std::collections::BTreeSet::new();
         for d in &list.divergences {
             anyhow::ensure!(ids.insert(&d.id), "divergences: duplicate id {}", d.id);
-            anyhow::ensure!(!d.reason.trim().is_empty(), "divergence {} has no reason", d.id);
+            anyhow::ensure!(
+                !d.reason.trim().is_empty(),
+                "divergence {} has no reason",
+                d.id
+            );
         }
         Ok(list)
     }
 
     /// Load from a file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("read {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
         Self::from_json(&text).with_context(|| format!("in {}", path.display()))
     }
 
@@ -185,10 +189,22 @@ mod tests {
         );
         // The reverse direction, or another comparison, is not excused.
         assert!(list
-            .find(&diff("probe", "short_padded_frame", "reaction", "close", "crash"))
+            .find(&diff(
+                "probe",
+                "short_padded_frame",
+                "reaction",
+                "close",
+                "crash"
+            ))
             .is_none());
         assert!(list
-            .find(&diff("me_stream", "session 1 request 0", "flags", "0x1", "0x2"))
+            .find(&diff(
+                "me_stream",
+                "session 1 request 0",
+                "flags",
+                "0x1",
+                "0x2"
+            ))
             .is_none());
     }
 

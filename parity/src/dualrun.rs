@@ -81,7 +81,11 @@ pub trait Driver: Send + Sync {
     /// Name for the report.
     fn name(&self) -> &str;
     /// Start this side's FakeMe for an instance group; return its targets and readiness hook.
-    fn prepare<'a>(&'a self, side: Side, config: &'a InstanceConfig) -> BoxFuture<'a, anyhow::Result<SidePrep>>;
+    fn prepare<'a>(
+        &'a self,
+        side: Side,
+        config: &'a InstanceConfig,
+    ) -> BoxFuture<'a, anyhow::Result<SidePrep>>;
     /// Run one phase's sessions against `target`.
     fn run_phase<'a>(
         &'a self,
@@ -171,7 +175,10 @@ impl DualrunOptions {
         }
     }
     fn spec(&self) -> WorkloadSpec {
-        let mut spec = self.workload.clone().unwrap_or_else(|| WorkloadSpec::new(self.seed));
+        let mut spec = self
+            .workload
+            .clone()
+            .unwrap_or_else(|| WorkloadSpec::new(self.seed));
         if self.workload.is_none() {
             if let Some(n) = self.requests {
                 spec = spec.load_requests(n);
@@ -287,7 +294,11 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
     };
 
     for (gi, (cfg, phases)) in groups.iter().enumerate() {
-        opts.say(&format!("group {}: starting {} instance(s)", cfg.group, sides.len()));
+        opts.say(&format!(
+            "group {}: starting {} instance(s)",
+            cfg.group,
+            sides.len()
+        ));
         let procs = match start_group(&opts, &resolved, driver.as_deref(), cfg, &sides).await {
             Ok(p) => p,
             Err(e) => {
@@ -322,7 +333,9 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
                         Ok(r) => {
                             results.insert((phase.name.clone(), *side), r);
                         }
-                        Err(e) => reasons.push(format!("phase {} {}: {e:#}", phase.name, side.name())),
+                        Err(e) => {
+                            reasons.push(format!("phase {} {}: {e:#}", phase.name, side.name()))
+                        }
                     }
                 }
                 if phase.kind == crate::workload::PhaseKind::Canary {
@@ -333,11 +346,13 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
                     if let (Some(r), Some(c)) = (r, c) {
                         let mut me = compare_me_streams(phase, &r.me_records, &c.me_records);
                         me.finalise(&divergences, 0);
-                        let mut cl = compare_client_streams(phase, &r.client_records, &c.client_records);
+                        let mut cl =
+                            compare_client_streams(phase, &r.client_records, &c.client_records);
                         cl.finalise(&divergences, 0);
                         if !me.pass || !cl.pass {
                             canary_failed = true;
-                            warnings.push("canary phase differed: later phases were not run".into());
+                            warnings
+                                .push("canary phase differed: later phases were not run".into());
                         }
                     }
                 }
@@ -356,9 +371,11 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
         let outs = join_all(
             procs
                 .iter()
-                .map(|(_, p)| -> BoxFuture<'_, anyhow::Result<crate::process::StopOutcome>> {
-                    Box::pin(p.stop_with_grace(Signal::SIGTERM, opts.stop_grace))
-                })
+                .map(
+                    |(_, p)| -> BoxFuture<'_, anyhow::Result<crate::process::StopOutcome>> {
+                        Box::pin(p.stop_with_grace(Signal::SIGTERM, opts.stop_grace))
+                    },
+                )
                 .collect(),
         )
         .await;
@@ -366,7 +383,8 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
             match out {
                 Ok(o) if gi == 0 => {
                     let l = lifecycle.entry(*side).or_default();
-                    l.shutdown_ms = (!o.already_exited).then(|| round3(o.elapsed.as_secs_f64() * 1e3));
+                    l.shutdown_ms =
+                        (!o.already_exited).then(|| round3(o.elapsed.as_secs_f64() * 1e3));
                     l.exit = Some(if o.killed {
                         format!("{} (after SIGKILL)", o.class())
                     } else {
@@ -382,7 +400,15 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
     if let Some(driver) = &driver {
         if !canary_failed {
             opts.say("probes");
-            match start_group(&opts, &resolved, Some(driver.as_ref()), &probe_group, &sides[..2]).await {
+            match start_group(
+                &opts,
+                &resolved,
+                Some(driver.as_ref()),
+                &probe_group,
+                &sides[..2],
+            )
+            .await
+            {
                 Ok(procs) => {
                     for (side, p) in &procs {
                         let probes: Vec<Probe> = workload
@@ -421,14 +447,21 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
     if opts.noise_baseline {
         for phase in &workload.phases {
             let key = |s| (phase.name.clone(), s);
-            if let (Some(a), Some(b)) = (results.get(&key(Side::Reference)), results.get(&key(Side::Baseline))) {
+            if let (Some(a), Some(b)) = (
+                results.get(&key(Side::Reference)),
+                results.get(&key(Side::Baseline)),
+            ) {
                 baseline.measured = true;
-                baseline
-                    .phases
-                    .insert(phase.name.clone(), NoiseBaseline::phase_spread(&a.metrics, &b.metrics));
+                baseline.phases.insert(
+                    phase.name.clone(),
+                    NoiseBaseline::phase_spread(&a.metrics, &b.metrics),
+                );
             }
         }
-        if let (Some(a), Some(b)) = (lifecycle.get(&Side::Reference), lifecycle.get(&Side::Baseline)) {
+        if let (Some(a), Some(b)) = (
+            lifecycle.get(&Side::Reference),
+            lifecycle.get(&Side::Baseline),
+        ) {
             baseline.measured = true;
             baseline.lifecycle(a, b);
         }
@@ -446,7 +479,11 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
         match (r, c) {
             (Some(r), Some(c)) => {
                 comparisons.push(compare_me_streams(phase, &r.me_records, &c.me_records));
-                comparisons.push(compare_client_streams(phase, &r.client_records, &c.client_records));
+                comparisons.push(compare_client_streams(
+                    phase,
+                    &r.client_records,
+                    &c.client_records,
+                ));
                 comparisons.push(compare_slos(
                     &phase.name,
                     &r.metrics,
@@ -483,35 +520,63 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
             metrics,
         });
     }
-    match (probe_results.get(&Side::Reference), probe_results.get(&Side::Candidate)) {
+    match (
+        probe_results.get(&Side::Reference),
+        probe_results.get(&Side::Candidate),
+    ) {
         (Some(r), Some(c)) => comparisons.push(compare_probes(&workload.probes, r, c)),
         _ => comparisons.push(Comparison::skipped(
             "probe",
             None,
-            if driver.is_none() { "no traffic driver" } else { "probes did not run" },
+            if driver.is_none() {
+                "no traffic driver"
+            } else {
+                "probes did not run"
+            },
         )),
     }
     match (stats.get(&Side::Reference), stats.get(&Side::Candidate)) {
         (Some(r), Some(c)) => comparisons.push(compare_stats_keys(r, c)),
-        _ => comparisons.push(Comparison::skipped("stats", None, "/stats not read from both sides")),
+        _ => comparisons.push(Comparison::skipped(
+            "stats",
+            None,
+            "/stats not read from both sides",
+        )),
     }
-    match (lifecycle.get(&Side::Reference), lifecycle.get(&Side::Candidate)) {
-        (Some(r), Some(c)) => comparisons.push(compare_lifecycle(r, c, &opts.thresholds, &baseline, &mut thresholds)),
-        _ => comparisons.push(Comparison::skipped("lifecycle", None, "processes did not start")),
+    match (
+        lifecycle.get(&Side::Reference),
+        lifecycle.get(&Side::Candidate),
+    ) {
+        (Some(r), Some(c)) => comparisons.push(compare_lifecycle(
+            r,
+            c,
+            &opts.thresholds,
+            &baseline,
+            &mut thresholds,
+        )),
+        _ => comparisons.push(Comparison::skipped(
+            "lifecycle",
+            None,
+            "processes did not start",
+        )),
     }
 
     // Known divergences.
     let mut matched: BTreeMap<String, MatchedDivergence> = BTreeMap::new();
     for c in &mut comparisons {
         for (id, n) in c.finalise(&divergences, opts.max_differences) {
-            let Some(d) = divergences.get(&id) else { continue };
-            let m = matched.entry(id.clone()).or_insert_with(|| MatchedDivergence {
-                id: id.clone(),
-                title: d.title.clone(),
-                reason: d.reason.clone(),
-                comparisons: Vec::new(),
-                occurrences: 0,
-            });
+            let Some(d) = divergences.get(&id) else {
+                continue;
+            };
+            let m = matched
+                .entry(id.clone())
+                .or_insert_with(|| MatchedDivergence {
+                    id: id.clone(),
+                    title: d.title.clone(),
+                    reason: d.reason.clone(),
+                    comparisons: Vec::new(),
+                    occurrences: 0,
+                });
             m.occurrences += n;
             m.comparisons.push(c.name.clone());
         }
@@ -529,7 +594,11 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
     report.decide(reasons);
     report.generated_at = rfc3339(std::time::SystemTime::now());
     report.write(&opts.out_dir)?;
-    opts.say(if report.verdict.pass { "verdict: PASS" } else { "verdict: FAIL" });
+    opts.say(if report.verdict.pass {
+        "verdict: PASS"
+    } else {
+        "verdict: FAIL"
+    });
     Ok(report)
 }
 
@@ -586,10 +655,10 @@ async fn binary_info(opts: &DualrunOptions, r: &Resolved, side: Side) -> BinaryI
     }
 }
 
-async fn start_group<'a>(
+async fn start_group(
     opts: &DualrunOptions,
     r: &Resolved,
-    driver: Option<&'a dyn Driver>,
+    driver: Option<&dyn Driver>,
     cfg: &InstanceConfig,
     sides: &[Side],
 ) -> anyhow::Result<Vec<(Side, ProxyProcess)>> {
@@ -597,7 +666,10 @@ async fn start_group<'a>(
     let mut hooks = Vec::new();
     for &side in sides {
         let prep = match driver {
-            Some(d) => d.prepare(side, cfg).await.with_context(|| format!("{} driver prepare", side.name()))?,
+            Some(d) => d
+                .prepare(side, cfg)
+                .await
+                .with_context(|| format!("{} driver prepare", side.name()))?,
             None => SidePrep {
                 // No FakeMe: point every dc at a closed loopback port; the proxy keeps retrying.
                 me_targets: {
@@ -625,16 +697,21 @@ async fn start_group<'a>(
             .me_targets(&prep.me_targets)
             .extra_args(prep.extra_args);
         let builder = opts.runtime.apply(builder, image.as_deref());
-        let p = builder.spawn().await.with_context(|| format!("spawn {}", side.name()))?;
+        let p = builder
+            .spawn()
+            .await
+            .with_context(|| format!("spawn {}", side.name()))?;
         procs.push((side, p));
         hooks.push(prep.ready);
     }
     let futs: Vec<BoxFuture<'_, anyhow::Result<Duration>>> = procs
         .iter()
         .zip(hooks)
-        .map(|((_, p), hook)| -> BoxFuture<'_, anyhow::Result<Duration>> {
-            Box::pin(p.wait_ready_with(opts.ready_timeout, hook))
-        })
+        .map(
+            |((_, p), hook)| -> BoxFuture<'_, anyhow::Result<Duration>> {
+                Box::pin(p.wait_ready_with(opts.ready_timeout, hook))
+            },
+        )
         .collect();
     for ((side, _), r) in procs.iter().zip(join_all(futs).await) {
         r.with_context(|| format!("{} not ready", side.name()))?;
@@ -699,7 +776,11 @@ mod tests {
         fn name(&self) -> &str {
             "planted-divergence (test only)"
         }
-        fn prepare<'a>(&'a self, _side: Side, _c: &'a InstanceConfig) -> BoxFuture<'a, anyhow::Result<SidePrep>> {
+        fn prepare<'a>(
+            &'a self,
+            _side: Side,
+            _c: &'a InstanceConfig,
+        ) -> BoxFuture<'a, anyhow::Result<SidePrep>> {
             Box::pin(async {
                 let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
                 Ok(SidePrep {
@@ -724,7 +805,11 @@ mod tests {
                     let mut events = Vec::new();
                     for p in &s.packets {
                         let mut flags = 0x2002_1000 | if cfg.proxy_tag.is_some() { 0x8 } else { 0 };
-                        if side == Side::Candidate && phase.name == "load" && s.id == phase.sessions[1].id && p.index == 0 {
+                        if side == Side::Candidate
+                            && phase.name == "load"
+                            && s.id == phase.sessions[1].id
+                            && p.index == 0
+                        {
                             flags ^= 0x8;
                             *self.planted.lock().unwrap() = locate(&p.bytes);
                         }
@@ -742,7 +827,11 @@ mod tests {
                             data.push(0xAA); // padding must not count
                         }
                         events.push(ClientEvent::Packet { data });
-                        rec.success(Duration::from_micros(100 + u64::from(p.index)), p.bytes.len(), p.bytes.len());
+                        rec.success(
+                            Duration::from_micros(100 + u64::from(p.index)),
+                            p.bytes.len(),
+                            p.bytes.len(),
+                        );
                     }
                     clients.push(ClientRecord {
                         session: s.id,
@@ -771,7 +860,11 @@ mod tests {
                     .iter()
                     .map(|p| ProbeRecord {
                         class: p.class.name().into(),
-                        reaction: if side == Side::Candidate { p.expect_candidate } else { p.expect_reference },
+                        reaction: if side == Side::Candidate {
+                            p.expect_candidate
+                        } else {
+                            p.expect_reference
+                        },
                         detail: String::new(),
                     })
                     .collect())
@@ -791,27 +884,60 @@ mod tests {
         let dir = out_dir("planted");
         let mut opts = DualrunOptions::new(stand_in());
         opts.reference = Some(stand_in());
-        opts.workload = Some(WorkloadSpec::new(42).load_requests(300).untagged_requests(50));
+        opts.workload = Some(
+            WorkloadSpec::new(42)
+                .load_requests(300)
+                .untagged_requests(50),
+        );
         opts.out_dir = dir.clone();
         opts.driver = Some(driver.clone());
         let report = run(opts).await.unwrap();
 
         let (session, request) = driver.planted.lock().unwrap().expect("planted");
         assert!(!report.verdict.pass);
-        let load = report.comparisons.iter().find(|c| c.name == "load/me_stream").unwrap();
+        let load = report
+            .comparisons
+            .iter()
+            .find(|c| c.name == "load/me_stream")
+            .unwrap();
         assert!(!load.pass);
         assert_eq!(load.unexplained_differences, 1);
         let d = &load.differences[0];
-        assert_eq!(d.message, format!("session {session} request {request}: flags 0x20021008 vs 0x20021000"));
-        assert!(report.verdict.reasons.iter().any(|r| r.contains(&d.message)), "{:?}", report.verdict.reasons);
+        assert_eq!(
+            d.message,
+            format!("session {session} request {request}: flags 0x20021008 vs 0x20021000")
+        );
+        assert!(
+            report
+                .verdict
+                .reasons
+                .iter()
+                .any(|r| r.contains(&d.message)),
+            "{:?}",
+            report.verdict.reasons
+        );
         // Everything else passes: padding ignored, the crash probe explained by its divergence.
-        for c in report.comparisons.iter().filter(|c| c.name != "load/me_stream") {
-            assert!(c.pass, "{} failed: {:?} {:?}", c.name, c.skipped, c.differences);
+        for c in report
+            .comparisons
+            .iter()
+            .filter(|c| c.name != "load/me_stream")
+        {
+            assert!(
+                c.pass,
+                "{} failed: {:?} {:?}",
+                c.name, c.skipped, c.differences
+            );
         }
-        assert!(report.divergences.iter().any(|m| m.id == "c-aborts-on-short-padded-frame"));
+        assert!(report
+            .divergences
+            .iter()
+            .any(|m| m.id == "c-aborts-on-short-padded-frame"));
         assert!(report.noise_baseline.measured);
         assert!(report.lifecycle["candidate"].startup_ms.is_some());
-        assert_eq!(report.lifecycle["reference"].exit.as_deref(), Some("exit:0"));
+        assert_eq!(
+            report.lifecycle["reference"].exit.as_deref(),
+            Some("exit:0")
+        );
         assert_eq!(report.reference.kind, BinaryKind::C);
         let back = Report::read(&dir.join(crate::report::REPORT_FILE)).unwrap();
         assert_eq!(back.comparisons, report.comparisons);
@@ -836,12 +962,23 @@ mod tests {
         assert!(!report.verdict.pass);
         assert!(report.verdict.reasons[0].starts_with("no traffic driver"));
         assert_eq!(report.reference.kind, BinaryKind::SelfCopy);
-        assert!(report.warnings.iter().any(|w| w == "no reference: candidate compared against itself"));
+        assert!(report
+            .warnings
+            .iter()
+            .any(|w| w == "no reference: candidate compared against itself"));
         let get = |n: &str| report.comparisons.iter().find(|c| c.name == n).unwrap();
         assert!(get("lifecycle").pass);
         assert!(get("stats").pass);
-        assert_eq!(get("load/me_stream").skipped.as_deref(), Some("no traffic driver"));
-        assert!(report.reference.version.as_deref().unwrap_or("").starts_with("mtproxy-"));
+        assert_eq!(
+            get("load/me_stream").skipped.as_deref(),
+            Some("no traffic driver")
+        );
+        assert!(report
+            .reference
+            .version
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("mtproxy-"));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -264,7 +264,13 @@ impl ProxyProcessBuilder {
     }
 
     /// The argument list (without the program) for the given ports and files.
-    pub fn args(&self, client_port: u16, stats_port: u16, secret: &Path, conf: &Path) -> Vec<String> {
+    pub fn args(
+        &self,
+        client_port: u16,
+        stats_port: u16,
+        secret: &Path,
+        conf: &Path,
+    ) -> Vec<String> {
         let mut a = Vec::new();
         if let Some(u) = &self.user {
             a.extend(["-u".to_string(), u.clone()]);
@@ -339,8 +345,10 @@ impl ProxyProcessBuilder {
             Launcher::Docker { image, platform } => {
                 let mut c = Command::new("docker");
                 c.args(["run", "--rm", "--network", "host", "--platform", platform]);
-                c.arg("--name").arg(format!("parity-{}-{}-{n}", self.label, std::process::id()));
-                c.arg("-v").arg(format!("{}:{}:ro", dir.display(), dir.display()));
+                c.arg("--name")
+                    .arg(format!("parity-{}-{}-{n}", self.label, std::process::id()));
+                c.arg("-v")
+                    .arg(format!("{}:{}:ro", dir.display(), dir.display()));
                 c.arg("--entrypoint").arg(&self.binary);
                 c.arg(image).args(&args);
                 c
@@ -361,16 +369,31 @@ impl ProxyProcessBuilder {
         let log: Arc<Mutex<Vec<LogLine>>> = Arc::default();
         let log_file = match &self.log_file {
             Some(p) => Some(Arc::new(Mutex::new(
-                std::fs::OpenOptions::new().create(true).append(true).open(p)?,
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)?,
             ))),
             None => None,
         };
         let mut readers = Vec::new();
         if let Some(out) = child.stdout.take() {
-            readers.push(tokio::spawn(capture(out, "stdout", started, log.clone(), log_file.clone())));
+            readers.push(tokio::spawn(capture(
+                out,
+                "stdout",
+                started,
+                log.clone(),
+                log_file.clone(),
+            )));
         }
         if let Some(err) = child.stderr.take() {
-            readers.push(tokio::spawn(capture(err, "stderr", started, log.clone(), log_file.clone())));
+            readers.push(tokio::spawn(capture(
+                err,
+                "stderr",
+                started,
+                log.clone(),
+                log_file.clone(),
+            )));
         }
         let (tx, rx) = watch::channel(None);
         let docker = matches!(self.launcher, Launcher::Docker { .. });
@@ -388,6 +411,7 @@ impl ProxyProcessBuilder {
         Ok(ProxyProcess {
             binary: self.binary.clone(),
             label: self.label.clone(),
+            http_stats: self.http_stats,
             args,
             pid,
             started,
@@ -410,6 +434,7 @@ impl ProxyProcessBuilder {
 pub struct ProxyProcess {
     binary: PathBuf,
     label: String,
+    http_stats: bool,
     args: Vec<String>,
     pid: u32,
     started: Instant,
@@ -499,15 +524,20 @@ impl ProxyProcess {
         *self.exit.borrow()
     }
 
-    /// Wait until the client port accepts a TCP connection (poll-connecting with a short
-    /// bounded backoff), bounded by `timeout`. Fails at once if the process exits.
+    /// Wait until the client port accepts a TCP connection and (with `--http-stats`) the
+    /// stats page answers, poll-connecting with a short bounded backoff, bounded by `timeout`.
+    /// Fails at once if the process exits.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<Duration> {
         self.wait_ready_with(timeout, None).await
     }
 
     /// Like [`wait_ready`](Self::wait_ready), then also wait for `hook` (e.g. the FakeMe's
     /// "N ME handshakes done") within the same deadline. Returns spawn → ready.
-    pub async fn wait_ready_with(&self, timeout: Duration, hook: Option<ReadyHook>) -> anyhow::Result<Duration> {
+    pub async fn wait_ready_with(
+        &self,
+        timeout: Duration,
+        hook: Option<ReadyHook>,
+    ) -> anyhow::Result<Duration> {
         let deadline = Instant::now() + timeout;
         let mut exit = self.exit.clone();
         let mut backoff = Duration::from_millis(2);
@@ -529,8 +559,17 @@ impl ProxyProcess {
                     self.log_tail(20)
                 );
             }
-            match tokio::time::timeout(left.min(Duration::from_millis(500)), TcpStream::connect(self.client_addr)).await {
-                Ok(Ok(_stream)) => break,
+            // A listening socket accepts before the event loop runs (C binds -H early), so
+            // with --http-stats the stats page answering is part of readiness.
+            let probe = async {
+                TcpStream::connect(self.client_addr).await?;
+                if self.http_stats {
+                    fetch_stats(self.stats_addr, Duration::from_millis(500)).await?;
+                }
+                anyhow::Ok(())
+            };
+            match tokio::time::timeout(left.min(Duration::from_millis(1000)), probe).await {
+                Ok(Ok(())) => break,
                 _ => {
                     // Wake early if the process exits; otherwise retry after a short backoff.
                     let wait = backoff.min(deadline.saturating_duration_since(Instant::now()));
@@ -543,7 +582,11 @@ impl ProxyProcess {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, hook).await {
                 Ok(r) => r.with_context(|| format!("{} readiness hook", self.label))?,
-                Err(_) => bail!("{}: ME side not ready within {timeout:?}\n{}", self.label, self.log_tail(20)),
+                Err(_) => bail!(
+                    "{}: ME side not ready within {timeout:?}\n{}",
+                    self.label,
+                    self.log_tail(20)
+                ),
             }
         }
         let after = self.started.elapsed();
@@ -574,7 +617,11 @@ impl ProxyProcess {
     }
 
     /// Send `sig`, wait up to `grace` for the exit, then SIGKILL; time it.
-    pub async fn stop_with_grace(&self, sig: Signal, grace: Duration) -> anyhow::Result<StopOutcome> {
+    pub async fn stop_with_grace(
+        &self,
+        sig: Signal,
+        grace: Duration,
+    ) -> anyhow::Result<StopOutcome> {
         if let Some(e) = self.exit_info() {
             return Ok(StopOutcome {
                 exit_code: e.code,
@@ -598,7 +645,10 @@ impl ProxyProcess {
                     .with_context(|| format!("{} survived SIGKILL", self.label))?
             }
         };
-        let elapsed = info.at.checked_sub(sent_since_spawn).unwrap_or_else(|| sent.elapsed());
+        let elapsed = info
+            .at
+            .checked_sub(sent_since_spawn)
+            .unwrap_or_else(|| sent.elapsed());
         Ok(StopOutcome {
             exit_code: info.code,
             signal: info.signal,
@@ -650,28 +700,44 @@ pub async fn probe_version(binary: &Path) -> Option<String> {
         Some(text)
     }
     if let Some(text) = run(binary, "--help").await {
-        if let Some(l) = text.lines().map(str::trim).find(|l| l.starts_with("mtproxy-")) {
+        if let Some(l) = text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("mtproxy-"))
+        {
             return Some(l.to_string());
         }
-        if let Some(l) = text.lines().find_map(|l| l.find("mtproxy-").map(|i| l[i..].trim().to_string())) {
+        if let Some(l) = text
+            .lines()
+            .find_map(|l| l.find("mtproxy-").map(|i| l[i..].trim().to_string()))
+        {
             return Some(l);
         }
     }
     let text = run(binary, "--version").await?;
-    text.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_string)
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_string)
 }
 
 /// SHA-256 of a file, hex.
 pub async fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let bytes = tokio::fs::read(path).await.with_context(|| format!("read {}", path.display()))?;
+    let bytes = tokio::fs::read(path)
+        .await
+        .with_context(|| format!("read {}", path.display()))?;
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
 /// `GET /stats` from `addr`, parsed.
-pub async fn fetch_stats(addr: SocketAddr, timeout: Duration) -> anyhow::Result<BTreeMap<String, String>> {
+pub async fn fetch_stats(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> anyhow::Result<BTreeMap<String, String>> {
     let body = tokio::time::timeout(timeout, async {
         let mut s = TcpStream::connect(addr).await?;
-        s.write_all(b"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await?;
+        s.write_all(b"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .await?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await?;
         anyhow::Ok(buf)
@@ -729,7 +795,8 @@ async fn capture<R: tokio::io::AsyncRead + Unpin>(
 
 fn set_mode(p: &Path, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).with_context(|| format!("chmod {}", p.display()))
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", p.display()))
 }
 
 #[derive(Debug)]
@@ -763,7 +830,12 @@ mod tests {
             .proxy_tag([0xfe; 16])
             .workers(2)
             .extra_args(["-v"]);
-        let a = bld.args(18443, 18080, Path::new("/t/proxy-secret"), Path::new("/t/proxy-multi.conf"));
+        let a = bld.args(
+            18443,
+            18080,
+            Path::new("/t/proxy-secret"),
+            Path::new("/t/proxy-multi.conf"),
+        );
         let s = a.join(" ");
         assert_eq!(
             s,
@@ -787,7 +859,11 @@ mod tests {
 
     #[test]
     fn exit_classes() {
-        let e = ExitInfo { code: None, signal: Some(6), at: Duration::ZERO };
+        let e = ExitInfo {
+            code: None,
+            signal: Some(6),
+            at: Duration::ZERO,
+        };
         assert_eq!(e.class(), "signal:SIGABRT");
         let d = ExitInfo::from_status(ExitStatus::from_raw(137 << 8), Duration::ZERO, true);
         assert_eq!(d.class(), "signal:SIGKILL");

@@ -35,7 +35,11 @@ pub struct HostInfo {
 impl HostInfo {
     /// Describe this machine.
     pub fn detect() -> Self {
-        let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_string()).ok();
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .map(|s| s.trim().to_string())
+                .ok()
+        };
         let os = read("/etc/os-release")
             .and_then(|t| {
                 t.lines()
@@ -45,7 +49,9 @@ impl HostInfo {
             .unwrap_or_else(|| std::env::consts::OS.to_string());
         HostInfo {
             hostname: read("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown".into()),
-            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             kernel: read("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into()),
             os,
             arch: std::env::consts::ARCH.to_string(),
@@ -163,7 +169,10 @@ impl Report {
         let mut reasons = extra_reasons;
         for c in &self.comparisons {
             if !c.pass {
-                let why = match (&c.skipped, c.differences.iter().find(|d| d.divergence.is_none())) {
+                let why = match (
+                    &c.skipped,
+                    c.differences.iter().find(|d| d.divergence.is_none()),
+                ) {
                     (Some(s), _) => format!("{}: not run ({s})", c.name),
                     (None, Some(d)) => format!(
                         "{}: {} unexplained difference(s), first: {}",
@@ -188,13 +197,15 @@ impl Report {
         let text = serde_json::to_string_pretty(self)?;
         std::fs::write(&json, text + "\n").with_context(|| format!("write {}", json.display()))?;
         let svg = dir.join(LATENCY_SVG);
-        std::fs::write(&svg, latency_svg(self)).with_context(|| format!("write {}", svg.display()))?;
+        std::fs::write(&svg, latency_svg(self))
+            .with_context(|| format!("write {}", svg.display()))?;
         Ok((json, svg))
     }
 
     /// Read a report back.
     pub fn read(path: &Path) -> anyhow::Result<Report> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
     }
 
@@ -208,12 +219,35 @@ impl Report {
         } else {
             "FAIL"
         };
-        let _ = writeln!(s, "dualrun {verdict}  (schema {}, seed {:#x}, {} requests/side)", self.schema_version, self.seed, self.requests);
+        let _ = writeln!(
+            s,
+            "dualrun {verdict}  (schema {}, seed {:#x}, {} requests/side)",
+            self.schema_version, self.seed, self.requests
+        );
         let ver = |b: &BinaryInfo| b.version.clone().unwrap_or_else(|| "?".into());
-        let _ = writeln!(s, "  reference [{:?}] {} ({})", self.reference.kind, self.reference.path, ver(&self.reference));
-        let _ = writeln!(s, "  candidate [{:?}] {} ({})", self.candidate.kind, self.candidate.path, ver(&self.candidate));
+        let _ = writeln!(
+            s,
+            "  reference [{:?}] {} ({})",
+            self.reference.kind,
+            self.reference.path,
+            ver(&self.reference)
+        );
+        let _ = writeln!(
+            s,
+            "  candidate [{:?}] {} ({})",
+            self.candidate.kind,
+            self.candidate.path,
+            ver(&self.candidate)
+        );
         for p in &self.phases {
-            let _ = writeln!(s, "  phase {} ({} sessions, {} requests{}):", p.name, p.sessions, p.requests, if p.tagged { ", tagged" } else { "" });
+            let _ = writeln!(
+                s,
+                "  phase {} ({} sessions, {} requests{}):",
+                p.name,
+                p.sessions,
+                p.requests,
+                if p.tagged { ", tagged" } else { "" }
+            );
             for (side, m) in &p.metrics {
                 let _ = writeln!(
                     s,
@@ -229,22 +263,43 @@ impl Report {
             }
         }
         for (side, l) in &self.lifecycle {
-            let f = |v: Option<f64>| v.map(|v| format!("{v:.1} ms")).unwrap_or_else(|| "-".into());
-            let _ = writeln!(s, "  {side:<9} start-up {} shutdown {} exit {}", f(l.startup_ms), f(l.shutdown_ms), l.exit.clone().unwrap_or_else(|| "-".into()));
+            let f = |v: Option<f64>| {
+                v.map(|v| format!("{v:.1} ms"))
+                    .unwrap_or_else(|| "-".into())
+            };
+            let _ = writeln!(
+                s,
+                "  {side:<9} start-up {} shutdown {} exit {}",
+                f(l.startup_ms),
+                f(l.shutdown_ms),
+                l.exit.clone().unwrap_or_else(|| "-".into())
+            );
         }
         for c in &self.comparisons {
             let mark = if c.pass { "ok  " } else { "FAIL" };
             let extra = match &c.skipped {
                 Some(why) => format!(" (not run: {why})"),
-                None => format!(" ({} checked, {} differences, {} unexplained)", c.checked, c.total_differences, c.unexplained_differences),
+                None => format!(
+                    " ({} checked, {} differences, {} unexplained)",
+                    c.checked, c.total_differences, c.unexplained_differences
+                ),
             };
             let _ = writeln!(s, "  [{mark}] {}{extra}", c.name);
-            for d in c.differences.iter().filter(|d| d.divergence.is_none()).take(3) {
+            for d in c
+                .differences
+                .iter()
+                .filter(|d| d.divergence.is_none())
+                .take(3)
+            {
                 let _ = writeln!(s, "         {}", d.message);
             }
         }
         for d in &self.divergences {
-            let _ = writeln!(s, "  known divergence {} ×{}: {}", d.id, d.occurrences, d.title);
+            let _ = writeln!(
+                s,
+                "  known divergence {} ×{}: {}",
+                d.id, d.occurrences, d.title
+            );
         }
         for w in &self.warnings {
             let _ = writeln!(s, "  warning: {w}");
@@ -258,7 +313,10 @@ impl Report {
 
 /// RFC 3339 UTC timestamp of `t` (seconds precision).
 pub fn rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil-from-days (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -270,11 +328,19 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// The latency picture: percentile curves (x: percentile on a "nines" scale, y: latency µs,
@@ -295,7 +361,11 @@ pub fn latency_svg(report: &Report) -> String {
     for p in &report.phases {
         for (side, m) in &p.metrics {
             if m.latency.count > 0 {
-                series.push((format!("{} / {side}", p.name), side.clone(), m.latency.curve.clone()));
+                series.push((
+                    format!("{} / {side}", p.name),
+                    side.clone(),
+                    m.latency.curve.clone(),
+                ));
             }
         }
     }
@@ -308,22 +378,60 @@ pub fn latency_svg(report: &Report) -> String {
     let decades = (max as f64).log10().ceil().max(1.0);
     let y_of = |v: u64| T + ph - ph * ((v.max(1) as f64).log10() / decades);
     let mut s = String::new();
-    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
+    );
     let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{}" y="25" font-size="16" text-anchor="middle">Request latency by percentile — seed {:#x}</text>"#, L + pw / 2.0, report.seed);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="25" font-size="16" text-anchor="middle">Request latency by percentile — seed {:#x}</text>"#,
+        L + pw / 2.0,
+        report.seed
+    );
     // Axes and grid.
-    let _ = writeln!(s, r#"<rect x="{L}" y="{T}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#);
-    for (p, label) in [(0.0, "0"), (90.0, "90"), (99.0, "99"), (99.9, "99.9"), (99.99, "99.99"), (99.999, "99.999")] {
+    let _ = writeln!(
+        s,
+        r#"<rect x="{L}" y="{T}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
+    );
+    for (p, label) in [
+        (0.0, "0"),
+        (90.0, "90"),
+        (99.0, "99"),
+        (99.9, "99.9"),
+        (99.99, "99.99"),
+        (99.999, "99.999"),
+    ] {
         let x = x_of(p);
-        let _ = writeln!(s, r##"<line x1="{x:.1}" y1="{T}" x2="{x:.1}" y2="{}" stroke="#ddd"/><text x="{x:.1}" y="{}" text-anchor="middle">{label}</text>"##, T + ph, T + ph + 16.0);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x:.1}" y1="{T}" x2="{x:.1}" y2="{}" stroke="#ddd"/><text x="{x:.1}" y="{}" text-anchor="middle">{label}</text>"##,
+            T + ph,
+            T + ph + 16.0
+        );
     }
     for d in 0..=decades as i32 {
         let v = 10u64.pow(d as u32);
         let y = y_of(v);
-        let _ = writeln!(s, r##"<line x1="{L}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{v}</text>"##, L + pw, L - 6.0, y + 4.0);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{L}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{v}</text>"##,
+            L + pw,
+            L - 6.0,
+            y + 4.0
+        );
     }
-    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">percentile (%)</text>"#, L + pw / 2.0, H - 18.0);
-    let _ = writeln!(s, r#"<text transform="translate(22 {}) rotate(-90)" text-anchor="middle">latency (µs, log scale)</text>"#, T + ph / 2.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">percentile (%)</text>"#,
+        L + pw / 2.0,
+        H - 18.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text transform="translate(22 {}) rotate(-90)" text-anchor="middle">latency (µs, log scale)</text>"#,
+        T + ph / 2.0
+    );
     let colour = |side: &str| match side {
         "reference" => "#1f77b4",
         "candidate" => "#d62728",
@@ -335,14 +443,35 @@ pub fn latency_svg(report: &Report) -> String {
         let phase = label.split(" / ").next().unwrap_or("").to_string();
         let n = phase_index.len();
         let dash = dashes[*phase_index.entry(phase).or_insert(n) % dashes.len()];
-        let pts: Vec<String> = curve.iter().map(|c| format!("{:.1},{:.1}", x_of(c.percentile), y_of(c.value_us))).collect();
-        let _ = writeln!(s, r#"<polyline fill="none" stroke="{}" stroke-width="2" stroke-dasharray="{dash}" points="{}"/>"#, colour(side), pts.join(" "));
+        let pts: Vec<String> = curve
+            .iter()
+            .map(|c| format!("{:.1},{:.1}", x_of(c.percentile), y_of(c.value_us)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{}" stroke-width="2" stroke-dasharray="{dash}" points="{}"/>"#,
+            colour(side),
+            pts.join(" ")
+        );
         let ly = T + 10.0 + 20.0 * i as f64;
         let lx = L + pw + 15.0;
-        let _ = writeln!(s, r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{}" stroke-width="2" stroke-dasharray="{dash}"/><text x="{}" y="{}">{}</text>"#, lx + 30.0, colour(side), lx + 36.0, ly + 4.0, esc(label));
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{}" stroke-width="2" stroke-dasharray="{dash}"/><text x="{}" y="{}">{}</text>"#,
+            lx + 30.0,
+            colour(side),
+            lx + 36.0,
+            ly + 4.0,
+            esc(label)
+        );
     }
     if series.is_empty() {
-        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">no latency samples (no traffic phase ran)</text>"#, L + pw / 2.0, T + ph / 2.0);
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">no latency samples (no traffic phase ran)</text>"#,
+            L + pw / 2.0,
+            T + ph / 2.0
+        );
     }
     s.push_str("</svg>\n");
     s

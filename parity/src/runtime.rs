@@ -117,9 +117,12 @@ impl Runtime {
             .output()
             .await
             .ok()?;
-        o.status
-            .success()
-            .then(|| String::from_utf8_lossy(&o.stdout).trim().trim_start_matches("sha256:").to_string())
+        o.status.success().then(|| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .trim_start_matches("sha256:")
+                .to_string()
+        })
     }
 }
 
@@ -129,7 +132,10 @@ mod tests {
 
     #[tokio::test]
     async fn local_is_always_available() {
-        assert!(matches!(Runtime::Local.check().await, Availability::Available(_)));
+        assert!(matches!(
+            Runtime::Local.check().await,
+            Availability::Available(_)
+        ));
         assert_eq!(Runtime::default().name(), "local");
     }
 

@@ -325,7 +325,13 @@ impl Workload {
             concurrency: spec.concurrency.clamp(1, 4),
             sessions: canary,
         }];
-        let load = mixed_sessions(&mut rng, &mut next_id, spec, &transports, spec.load_requests);
+        let load = mixed_sessions(
+            &mut rng,
+            &mut next_id,
+            spec,
+            &transports,
+            spec.load_requests,
+        );
         phases.push(Phase {
             name: "load".into(),
             kind: PhaseKind::Load,
@@ -484,7 +490,13 @@ fn session(
 }
 
 /// `auth_key_id = 0 | message_id (marker) | inner_len | constructor | body`.
-fn unencrypted(rng: &mut StdRng, session: u32, index: u32, constructor: u32, body: usize) -> Vec<u8> {
+fn unencrypted(
+    rng: &mut StdRng,
+    session: u32,
+    index: u32,
+    constructor: u32,
+    body: usize,
+) -> Vec<u8> {
     let inner_len = 4 + body;
     let mut v = Vec::with_capacity(20 + inner_len);
     v.extend_from_slice(&0u64.to_le_bytes());
