@@ -872,6 +872,26 @@ mod tests {
         }
     }
 
+    /// Validate a written report against `artifacts/dualrun/schema.json` (Python jsonschema).
+    fn assert_valid_against_schema(report: &std::path::Path) {
+        let schema =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../artifacts/dualrun/schema.json");
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import json,sys,jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))",
+            ])
+            .arg(report)
+            .arg(schema)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn out_dir(name: &str) -> PathBuf {
         std::env::temp_dir().join(format!("parity-dualrun-test-{name}-{}", std::process::id()))
     }
@@ -944,6 +964,7 @@ mod tests {
         assert_eq!(back.verdict, report.verdict);
         assert_eq!(back.divergences, report.divergences);
         assert_eq!(back.lifecycle, report.lifecycle);
+        assert_valid_against_schema(&dir.join(crate::report::REPORT_FILE));
         let svg = std::fs::read_to_string(dir.join(crate::report::LATENCY_SVG)).unwrap();
         assert!(svg.contains("load / candidate") && svg.contains("percentile"));
         assert!(report.summary().contains("FAIL"));
