@@ -1,2 +1,25 @@
-//! The parity harness: builder fixtures shared by the dual-run, the drills and the cutover rehearsal.
+//! The parity harness: builder fixtures shared by the dual-run, the drills and the cutover
+//! rehearsal.
+//!
+//! * [`process`]: spawn a proxy binary with a generated config, wait for readiness, `/stats`,
+//!   signals, timed shutdown.
+//! * [`workload`]: the seeded workload (phases, sessions, MTProto-shaped packets, probes).
+//! * [`transcript`]: records the FakeMe and the client simulator produce.
+//! * [`metrics`]: latency histograms, error classes, throughput, lifecycle times.
+//! * [`compare`]: normalisation, diffs, SLO thresholds calibrated by a noise baseline.
+//! * [`divergences`]: the known-divergence list (`parity/divergences.json`).
+//! * [`report`]: the versioned JSON report, the summary text and the latency SVG.
+//! * [`runtime`]: local processes or docker images.
+//! * [`dualrun`]: the orchestration ([`dualrun::run`]) and the [`dualrun::Driver`] trait the
+//!   FakeMe/client simulator implement.
 #![forbid(unsafe_code)]
+
+pub mod compare;
+pub mod divergences;
+pub mod dualrun;
+pub mod metrics;
+pub mod process;
+pub mod report;
+pub mod runtime;
+pub mod transcript;
+pub mod workload;

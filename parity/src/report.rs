@@ -1,0 +1,491 @@
+//! The versioned dual-run report: JSON (`dualrun-report.json`), a short human summary and a
+//! hand-written latency picture (`latency.svg`). The schema is documented in
+//! `artifacts/dualrun/SCHEMA.md` and `artifacts/dualrun/schema.json`.
+
+use crate::compare::{Comparison, NoiseBaseline, Thresholds};
+use crate::metrics::{LifecycleMetrics, PhaseMetrics};
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Report schema version. Bump the major on incompatible changes.
+pub const SCHEMA_VERSION: &str = "1.0.0";
+/// File name of the JSON report.
+pub const REPORT_FILE: &str = "dualrun-report.json";
+/// File name of the latency picture.
+pub const LATENCY_SVG: &str = "latency.svg";
+
+/// The machine the run happened on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostInfo {
+    /// Host name.
+    pub hostname: String,
+    /// Logical CPUs.
+    pub cpus: usize,
+    /// Kernel release.
+    pub kernel: String,
+    /// OS name (`PRETTY_NAME` from os-release, else `std::env::consts::OS`).
+    pub os: String,
+    /// CPU architecture.
+    pub arch: String,
+}
+
+impl HostInfo {
+    /// Describe this machine.
+    pub fn detect() -> Self {
+        let read = |p: &str| {
+            std::fs::read_to_string(p)
+                .map(|s| s.trim().to_string())
+                .ok()
+        };
+        let os = read("/etc/os-release")
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+            .unwrap_or_else(|| std::env::consts::OS.to_string());
+        HostInfo {
+            hostname: read("/proc/sys/kernel/hostname").unwrap_or_else(|| "unknown".into()),
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            kernel: read("/proc/sys/kernel/osrelease").unwrap_or_else(|| "unknown".into()),
+            os,
+            arch: std::env::consts::ARCH.to_string(),
+        }
+    }
+}
+
+/// What kind of build a side ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BinaryKind {
+    /// The C MTProxy.
+    C,
+    /// The candidate compared against itself (no reference available).
+    #[serde(rename = "self")]
+    SelfCopy,
+    /// Our Rust build.
+    Rust,
+}
+
+/// One binary (or image) that ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinaryInfo {
+    /// Path (or image name under the docker runtime).
+    pub path: String,
+    /// Version string (probe of `--help`), if found.
+    pub version: Option<String>,
+    /// SHA-256 of the file (or image id).
+    pub sha256: Option<String>,
+    /// Kind.
+    pub kind: BinaryKind,
+}
+
+/// Both sides' metrics for one phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseReport {
+    /// Phase name.
+    pub name: String,
+    /// Sessions.
+    pub sessions: usize,
+    /// Requests sent per side.
+    pub requests: usize,
+    /// Proxy tag set for the phase.
+    pub tagged: bool,
+    /// Metrics per side (`reference`, `candidate`, optionally `baseline`).
+    pub metrics: BTreeMap<String, PhaseMetrics>,
+}
+
+/// A known divergence seen in this run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatchedDivergence {
+    /// Id from `parity/divergences.json`.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Reason.
+    pub reason: String,
+    /// Comparisons in which it matched.
+    pub comparisons: Vec<String>,
+    /// Number of differences it explained.
+    pub occurrences: u64,
+}
+
+/// Final verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Overall pass.
+    pub pass: bool,
+    /// Whether the run was skipped (e.g. docker unavailable): not a failure, not a pass of parity.
+    pub skipped: bool,
+    /// Why it failed (or was skipped), one line each.
+    pub reasons: Vec<String>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// [`SCHEMA_VERSION`].
+    pub schema_version: String,
+    /// RFC 3339 UTC time of writing.
+    pub generated_at: String,
+    /// Host.
+    pub host: HostInfo,
+    /// Runtime (`local` or `docker`).
+    pub runtime: String,
+    /// Reference binary.
+    pub reference: BinaryInfo,
+    /// Candidate binary.
+    pub candidate: BinaryInfo,
+    /// Workload seed.
+    pub seed: u64,
+    /// Total requests per side.
+    pub requests: usize,
+    /// Phases.
+    pub phases: Vec<PhaseReport>,
+    /// Lifecycle timings per side.
+    pub lifecycle: BTreeMap<String, LifecycleMetrics>,
+    /// Comparisons.
+    pub comparisons: Vec<Comparison>,
+    /// Calibrated thresholds.
+    pub thresholds: Thresholds,
+    /// Noise baseline.
+    pub noise_baseline: NoiseBaseline,
+    /// Known divergences that matched.
+    pub divergences: Vec<MatchedDivergence>,
+    /// Warnings.
+    pub warnings: Vec<String>,
+    /// Verdict.
+    pub verdict: Verdict,
+}
+
+impl Report {
+    /// Recompute the verdict from the comparisons (plus any extra failure reasons).
+    pub fn decide(&mut self, extra_reasons: Vec<String>) {
+        let mut reasons = extra_reasons;
+        for c in &self.comparisons {
+            if !c.pass {
+                let why = match (
+                    &c.skipped,
+                    c.differences.iter().find(|d| d.divergence.is_none()),
+                ) {
+                    (Some(s), _) => format!("{}: not run ({s})", c.name),
+                    (None, Some(d)) => format!(
+                        "{}: {} unexplained difference(s), first: {}",
+                        c.name, c.unexplained_differences, d.message
+                    ),
+                    (None, None) => format!("{}: failed", c.name),
+                };
+                reasons.push(why);
+            }
+        }
+        self.verdict.pass = !self.verdict.skipped && reasons.is_empty();
+        if !self.verdict.skipped {
+            self.verdict.reasons = reasons;
+        }
+    }
+
+    /// Write `dualrun-report.json` and `latency.svg` into `dir` (created if needed).
+    /// Returns the two paths.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let json = dir.join(REPORT_FILE);
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(&json, text + "\n").with_context(|| format!("write {}", json.display()))?;
+        let svg = dir.join(LATENCY_SVG);
+        std::fs::write(&svg, latency_svg(self))
+            .with_context(|| format!("write {}", svg.display()))?;
+        Ok((json, svg))
+    }
+
+    /// Read a report back.
+    pub fn read(path: &Path) -> anyhow::Result<Report> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
+    }
+
+    /// A short human summary (the binary prints it).
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let verdict = if self.verdict.skipped {
+            "SKIPPED"
+        } else if self.verdict.pass {
+            "PASS"
+        } else {
+            "FAIL"
+        };
+        let _ = writeln!(
+            s,
+            "dualrun {verdict}  (schema {}, seed {:#x}, {} requests/side)",
+            self.schema_version, self.seed, self.requests
+        );
+        let ver = |b: &BinaryInfo| b.version.clone().unwrap_or_else(|| "?".into());
+        let _ = writeln!(
+            s,
+            "  reference [{:?}] {} ({})",
+            self.reference.kind,
+            self.reference.path,
+            ver(&self.reference)
+        );
+        let _ = writeln!(
+            s,
+            "  candidate [{:?}] {} ({})",
+            self.candidate.kind,
+            self.candidate.path,
+            ver(&self.candidate)
+        );
+        for p in &self.phases {
+            let _ = writeln!(
+                s,
+                "  phase {} ({} sessions, {} requests{}):",
+                p.name,
+                p.sessions,
+                p.requests,
+                if p.tagged { ", tagged" } else { "" }
+            );
+            for (side, m) in &p.metrics {
+                let _ = writeln!(
+                    s,
+                    "    {side:<9} ok {:>6}/{:<6} p50 {:>6}µs p95 {:>6}µs p99 {:>6}µs max {:>7}µs {:>9.1} req/s",
+                    m.succeeded,
+                    m.succeeded + m.failed,
+                    m.latency.p50_us,
+                    m.latency.p95_us,
+                    m.latency.p99_us,
+                    m.latency.max_us,
+                    m.requests_per_s
+                );
+            }
+        }
+        for (side, l) in &self.lifecycle {
+            let f = |v: Option<f64>| {
+                v.map(|v| format!("{v:.1} ms"))
+                    .unwrap_or_else(|| "-".into())
+            };
+            let _ = writeln!(
+                s,
+                "  {side:<9} start-up {} shutdown {} exit {}",
+                f(l.startup_ms),
+                f(l.shutdown_ms),
+                l.exit.clone().unwrap_or_else(|| "-".into())
+            );
+        }
+        for c in &self.comparisons {
+            let mark = if c.pass { "ok  " } else { "FAIL" };
+            let extra = match &c.skipped {
+                Some(why) => format!(" (not run: {why})"),
+                None => format!(
+                    " ({} checked, {} differences, {} unexplained)",
+                    c.checked, c.total_differences, c.unexplained_differences
+                ),
+            };
+            let _ = writeln!(s, "  [{mark}] {}{extra}", c.name);
+            for d in c
+                .differences
+                .iter()
+                .filter(|d| d.divergence.is_none())
+                .take(3)
+            {
+                let _ = writeln!(s, "         {}", d.message);
+            }
+        }
+        for d in &self.divergences {
+            let _ = writeln!(
+                s,
+                "  known divergence {} ×{}: {}",
+                d.id, d.occurrences, d.title
+            );
+        }
+        for w in &self.warnings {
+            let _ = writeln!(s, "  warning: {w}");
+        }
+        for r in &self.verdict.reasons {
+            let _ = writeln!(s, "  reason: {r}");
+        }
+        s
+    }
+}
+
+/// RFC 3339 UTC timestamp of `t` (seconds precision).
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The latency picture: percentile curves (x: percentile on a "nines" scale, y: latency µs,
+/// log scale) for every side and phase that has samples, with labelled axes and a legend.
+pub fn latency_svg(report: &Report) -> String {
+    const W: f64 = 880.0;
+    const H: f64 = 520.0;
+    const L: f64 = 80.0;
+    const R: f64 = 220.0;
+    const T: f64 = 50.0;
+    const B: f64 = 60.0;
+    let (pw, ph) = (W - L - R, H - T - B);
+    let x_of = |p: f64| {
+        let nines = (1.0 / (1.0 - (p / 100.0).min(0.99999))).log10(); // 0..5
+        L + pw * (nines / 5.0)
+    };
+    let mut series = Vec::new();
+    for p in &report.phases {
+        for (side, m) in &p.metrics {
+            if m.latency.count > 0 {
+                series.push((
+                    format!("{} / {side}", p.name),
+                    side.clone(),
+                    m.latency.curve.clone(),
+                ));
+            }
+        }
+    }
+    let max = series
+        .iter()
+        .flat_map(|s| s.2.iter().map(|c| c.value_us))
+        .max()
+        .unwrap_or(1)
+        .max(10);
+    let decades = (max as f64).log10().ceil().max(1.0);
+    let y_of = |v: u64| T + ph - ph * ((v.max(1) as f64).log10() / decades);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="25" font-size="16" text-anchor="middle">Request latency by percentile — seed {:#x}</text>"#,
+        L + pw / 2.0,
+        report.seed
+    );
+    // Axes and grid.
+    let _ = writeln!(
+        s,
+        r#"<rect x="{L}" y="{T}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
+    );
+    for (p, label) in [
+        (0.0, "0"),
+        (90.0, "90"),
+        (99.0, "99"),
+        (99.9, "99.9"),
+        (99.99, "99.99"),
+        (99.999, "99.999"),
+    ] {
+        let x = x_of(p);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x:.1}" y1="{T}" x2="{x:.1}" y2="{}" stroke="#ddd"/><text x="{x:.1}" y="{}" text-anchor="middle">{label}</text>"##,
+            T + ph,
+            T + ph + 16.0
+        );
+    }
+    for d in 0..=decades as i32 {
+        let v = 10u64.pow(d as u32);
+        let y = y_of(v);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{L}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{v}</text>"##,
+            L + pw,
+            L - 6.0,
+            y + 4.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">percentile (%)</text>"#,
+        L + pw / 2.0,
+        H - 18.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text transform="translate(22 {}) rotate(-90)" text-anchor="middle">latency (µs, log scale)</text>"#,
+        T + ph / 2.0
+    );
+    let colour = |side: &str| match side {
+        "reference" => "#1f77b4",
+        "candidate" => "#d62728",
+        _ => "#7f7f7f",
+    };
+    let dashes = ["", "6,3", "2,2", "8,3,2,3"];
+    let mut phase_index: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, (label, side, curve)) in series.iter().enumerate() {
+        let phase = label.split(" / ").next().unwrap_or("").to_string();
+        let n = phase_index.len();
+        let dash = dashes[*phase_index.entry(phase).or_insert(n) % dashes.len()];
+        let pts: Vec<String> = curve
+            .iter()
+            .map(|c| format!("{:.1},{:.1}", x_of(c.percentile), y_of(c.value_us)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{}" stroke-width="2" stroke-dasharray="{dash}" points="{}"/>"#,
+            colour(side),
+            pts.join(" ")
+        );
+        let ly = T + 10.0 + 20.0 * i as f64;
+        let lx = L + pw + 15.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{}" stroke-width="2" stroke-dasharray="{dash}"/><text x="{}" y="{}">{}</text>"#,
+            lx + 30.0,
+            colour(side),
+            lx + 36.0,
+            ly + 4.0,
+            esc(label)
+        );
+    }
+    if series.is_empty() {
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">no latency samples (no traffic phase ran)</text>"#,
+            L + pw / 2.0,
+            T + ph / 2.0
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        let t = |s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s);
+        assert_eq!(rfc3339(t(0)), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(t(951_782_400)), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(t(1_795_624_644)), "2026-11-25T16:37:24Z");
+    }
+}
