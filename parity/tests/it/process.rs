@@ -118,13 +118,11 @@ async fn version_and_sha256_of_a_binary() {
 /// beyond the fixture above, so it reports that it did not run.
 #[tokio::test]
 async fn c_reference_starts_serves_stats_and_exits_zero_on_sigterm() {
-    let bin = std::env::var_os("MTPROXY_C_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/cref/gps/objs/bin/mtproto-proxy"));
-    if !bin.exists() {
-        // Not on this machine: the stand-in tests above cover the fixture.
+    let Some(bin) = std::env::var_os("MTPROXY_C_BIN").map(PathBuf::from) else {
+        // No reference mode: the stand-in tests above cover the fixture; say so plainly.
+        eprintln!("no reference: MTPROXY_C_BIN is not set, the C-build fixture check did not run");
         return;
-    }
+    };
     let version = probe_version(&bin).await.unwrap();
     assert!(version.starts_with("mtproxy-"), "{version}");
     let me = "127.0.0.1:1".parse().unwrap();
