@@ -16,6 +16,7 @@
 // unsafe_code: denied, and allowed only in `sys` (window clamp, nice, inherited fds: no safe binding exists).
 #![deny(unsafe_code)]
 
+pub mod app;
 pub mod config;
 pub mod logging;
 pub mod net;

@@ -1,5 +1,97 @@
-//! The `mtproto-proxy` binary.
+//! The `mtproto-proxy` binary: the C MTProxy's command line, served by the Rust port.
 #![forbid(unsafe_code)]
-fn main() {
-    std::process::exit(2);
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use mtproxy::app::App;
+use mtproxy::config::cli::{self, StderrLine};
+use mtproxy::logging::{self, LogSink};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let opts = match cli::parse_from(args) {
+        Ok(o) => o,
+        Err(exit) => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(exit.stdout.as_bytes());
+            let _ = out.flush();
+            let mut err = std::io::stderr().lock();
+            for line in &exit.stderr {
+                let text = match line {
+                    StderrLine::Raw(s) => s.clone(),
+                    StderrLine::Log(s) => log_prefix(s),
+                };
+                let _ = writeln!(err, "{text}");
+            }
+            return exit_code(exit.code);
+        }
+    };
+    let sink = match LogSink::open(opts.log_file.as_deref().map(std::path::Path::new)) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "{}",
+                log_prefix(&format!(
+                    "fatal: cannot open log file {}: {e}",
+                    opts.log_file.as_deref().unwrap_or("")
+                ))
+            );
+            return exit_code(1);
+        }
+    };
+    logging::init(u32::try_from(opts.verbosity.max(0)).unwrap_or(0), sink.clone());
+    if let Some(n) = opts.nice {
+        if let Err(e) = mtproxy::sys::nice(n) {
+            tracing::warn!(error = %e, "cannot change niceness");
+        }
+    }
+    tracing::info!("Invoking engine {}", cli::version_line());
+    tracing::info!("config_filename = '{}'", opts.config_file);
+    let workers = opts.workers;
+    let app = match App::prepare(opts, sink) {
+        Ok(a) => Arc::new(a),
+        Err(f) => return fatal(&f),
+    };
+    let threads = if workers > 0 || std::env::var_os(mtproxy::supervisor::WORKER_ENV).is_some() {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(2, usize::from)
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "fatal: cannot start the runtime: {e}");
+            return exit_code(1);
+        }
+    };
+    let result = runtime.block_on(app.run());
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
+        Ok(code) => exit_code(code),
+        Err(f) => fatal(&f),
+    }
+}
+
+fn fatal(f: &mtproxy::app::Fatal) -> ExitCode {
+    for l in &f.lines {
+        tracing::error!("{l}");
+    }
+    exit_code(f.code)
+}
+
+fn log_prefix(line: &str) -> String {
+    format!("[{}] {line}", std::process::id())
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

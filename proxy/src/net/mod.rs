@@ -1,7 +1,187 @@
 //! The tokio shell around the protocol core: one task per connection.
 //!
 //! * [`listener`] — client listening sockets with C's socket options.
+//! * [`client`] — one task per client: header, framing, forwarding, answers.
+//! * [`me_pool`] — middle-end connections per target, reconnecting with backoff.
 //! * [`stats_http`] — the `-p` stats listener.
+//!
+//! [`run`] drives one process's share of the service: accept loops on the given
+//! listeners (with the `-C` cap as backpressure), the middle-end pool, and a bounded
+//! drain when `shutdown` fires.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::secret::NatInfo;
+use crate::protocol::obfuscated2::AcceptPolicy;
+use crate::protocol::rpc::handshake::ProcessId;
+use crate::stats::{inc, Counters, IdSource};
+
+pub mod client;
 pub mod listener;
+pub mod me_pool;
 pub mod stats_http;
+
+/// Runtime settings derived once from the command line.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `-S` secrets, tried in order (empty: secretless mode).
+    pub secrets: Vec<[u8; 16]>,
+    /// `-P` proxy tag.
+    pub proxy_tag: Option<[u8; 16]>,
+    /// Which obfuscated2 tags are accepted (`-R`, `-D`: padded only).
+    pub accept_policy: AcceptPolicy,
+    /// `-W` (effective) window clamp for client sockets.
+    pub window_clamp: Option<u32>,
+    /// `-C` (effective): accepted client connections at most, per process.
+    pub max_client_connections: usize,
+    /// How long a client may take to present a valid obfuscated2 header; also how long a
+    /// wrong-secret connection is held in C's silent skip mode before it is closed.
+    /// C has no such limit (sockets pile up forever); we use [`PRE_AUTH_TIMEOUT`].
+    pub pre_auth_timeout: Duration,
+    /// Bytes queued towards one client before it is closed (C: 32 MiB).
+    pub per_conn_buffer_cap: usize,
+    /// `--msg-buffers-size`: the global budget of queued bytes.
+    pub msg_buffers_size: usize,
+    /// `--nat-info` rules.
+    pub nat: NatInfo,
+    /// The proxy-secret file's bytes (ME key derivation).
+    pub proxy_secret: Vec<u8>,
+    /// Our process id as sent in the ME handshake.
+    pub process_id: ProcessId,
+    /// `--address`: bind outbound ME sockets to it.
+    pub bind_address: Option<IpAddr>,
+    /// How long a graceful shutdown waits for connections to finish.
+    pub drain_grace: Duration,
+}
+
+/// C holds a pre-authentication connection forever; we close it after this long.
+pub const PRE_AUTH_TIMEOUT: Duration = Duration::from_secs(30);
+/// C's `MAX_CONNECTION_BUFFER_SPACE`.
+pub const PER_CONN_BUFFER_CAP: usize = 32 << 20;
+/// How long SIGTERM waits for clients before closing the rest.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// State shared by every task of one process.
+pub struct Shared {
+    /// Immutable settings.
+    pub settings: Settings,
+    /// Counters under the C names.
+    pub counters: Counters,
+    /// The middle-end pool.
+    pub pool: me_pool::MePool,
+    /// Bytes queued towards clients, all clients together.
+    pub buffered: AtomicUsize,
+    /// Source of `ext_conn_id`s, unique among live clients.
+    pub conn_ids: IdSource,
+}
+
+impl Shared {
+    /// Shared state for `settings` with an empty pool.
+    pub fn new(settings: Settings) -> Arc<Self> {
+        Arc::new(Self {
+            settings,
+            counters: Counters::default(),
+            pool: me_pool::MePool::default(),
+            buffered: AtomicUsize::new(0),
+            // C's first id is (1 << 22) + fd; ours count up from 1 << 22.
+            conn_ids: IdSource::starting_at(1 << 22),
+        })
+    }
+}
+
+/// Translates `ip` through the `--nat-info` rules (IPv4 only, as C).
+pub fn nat_ip(nat: &NatInfo, ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(nat.translate(v4)),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(nat.translate(v4)),
+            None => IpAddr::V6(v6),
+        },
+    }
+}
+
+/// Accepts clients on every listener until `shutdown`, then drains for at most
+/// `settings.drain_grace`.
+pub async fn serve_clients(
+    shared: Arc<Shared>,
+    listeners: Vec<TcpListener>,
+    shutdown: CancellationToken,
+) {
+    let tracker = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(shared.settings.max_client_connections));
+    let conn_cancel = CancellationToken::new();
+    for l in listeners {
+        tracker.spawn(accept_loop(
+            shared.clone(),
+            l,
+            permits.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+            conn_cancel.clone(),
+        ));
+    }
+    shutdown.cancelled().await;
+    tracker.close();
+    // Let clients finish what is in flight, then close the rest.
+    if tokio::time::timeout(shared.settings.drain_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        conn_cancel.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
+    }
+    conn_cancel.cancel();
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    conn_cancel: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        // -C as backpressure: stop accepting at the cap, resume below it.
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => return,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => { backoff = Duration::from_millis(5); x }
+                Err(e) => {
+                    // EMFILE and friends: back off, never exit.
+                    tracing::warn!(error = %e, "accept failed");
+                    inc(&shared.counters.accept_connection_limit_failed);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        let local = stream
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        listener::tune_accepted(&stream, shared.settings.window_clamp);
+        let shared2 = shared.clone();
+        let cancel = conn_cancel.child_token();
+        tracker.spawn(async move {
+            client::serve(stream, peer, local, shared2, cancel).await;
+            drop(permit);
+        });
+    }
+}
