@@ -978,3 +978,471 @@ fn apply_http_ports(o: &mut Options, s: &str) -> Flow {
     }
     Flow::Continue
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `--help` output OBSERVED from the C binary (GetPageSpeed v3.0.10 build,
+    /// `/tmp/cref/gps/objs/bin/mtproto-proxy --help`, stdout, exit 2), with argv[0] set to
+    /// `./mtproto-proxy`. Its second line (C's version banner, `mtproxy-3.0.5 compiled at
+    /// … after commit 4333caf…`) is the one line we replace with [`version_line`].
+    const C_HELP_OBSERVED: &str = "usage: ./mtproto-proxy [-v] [-6] [-p<port>] [-H<http-port>{,<http-port>}] [-M<workers>] [-u<username>] [-b<backlog>] [-c<max-conn>] [-l<log-name>] [-W<window-size>] <config-file>
+mtproxy-3.0.5 compiled at Nov 25 2026 18:36:54 by gcc 12.2.0 64-bit after commit 4333cafad15acaf6f627b23c852ef3a4e4b68ae0
+\tSimple MT-Proto proxy
+\t--ipv6/-6                          \tenables ipv6 TCP/UDP support
+\t--max-special-connections/-C <arg> \tsets maximal number of accepted client connections per worker
+\t--domain/-D <arg>                  \tadds allowed domain for TLS-transport mode, disables other transports; can be specified more than once
+\t--http-ports/-H <arg>              \tcomma-separated list of client (HTTP) ports to listen
+\t--slaves/-M <arg>                  \tspawn several slave workers; not recommended for TLS-transport mode for better replay protection
+\t--proxy-tag/-P <arg>               \t16-byte proxy tag in hex mode to be passed along with all forwarded queries
+\t--random-padding-only/-R           \tallow only clients with random padding option enabled
+\t--mtproto-secret/-S <arg>          \t16-byte secret in hex mode
+\t--ping-interval/-T <arg>           \tsets ping interval in second for local TCP connections (default 5.000)
+\t--window-clamp/-W <arg>            \tsets window clamp for client TCP connections
+\t--backlog/-b <arg>                 \tsets backlog size
+\t--connections/-c <arg>             \tsets maximal connections number
+\t--daemonize/-d {arg}               \tchanges between daemonize/not daemonize mode
+\t--help/-h                          \tprints help and exits
+\t--log/-l <arg>                     \tsets log file name
+\t--port/-p <arg>                    \t<port> or <sport>:<eport> sets listening port number or port range
+\t--user/-u <arg>                    \tsets user name to make setuid
+\t--verbosity/-v {arg}               \tsets or increases verbosity level
+\t--aes-pwd <arg>                    \tsets custom secret.conf file
+\t--nice <arg>                       \tsets niceness
+\t--msg-buffers-size <arg>           \tsets maximal buffers size (default 268435456)
+\t--disable-tcp                      \tdo not open listening tcp socket
+\t--crc32c                           \tTry to use crc32c instead of crc32 in tcp rpc
+\t--cpu-threads <arg>                \tNumber of CPU threads (1-64, default 8)
+\t--io-threads <arg>                 \tNumber of I/O threads (1-64, default 16)
+\t--allow-skip-dh                    \tAllow skipping DH during RPC handshake
+\t--force-dh                         \tForce using DH for all outbound RPC connections
+\t--max-accept-rate <arg>            \tmax number of connections per second that is allowed to accept
+\t--max-dh-accept-rate <arg>         \tmax number of DH connections per second that is allowed to accept
+\t--multithread {arg}                \trun in multithread mode
+\t--tcp-cpu-threads <arg>            \tnumber of tcp-cpu threads
+\t--tcp-iothreads <arg>              \tnumber of tcp-io threads
+\t--nat-info <arg>                   \t<local-addr>:<global-addr>\tsets network address translation for RPC protocol handshake
+\t--address <arg>                    \ttries to bind socket only to specified address
+\t--http-stats                       \tallow http server to answer on stats queries
+";
+
+    const S1: &str = "0123456789abcdef0123456789abcdef";
+
+    fn ok(args: &[&str]) -> Options {
+        let mut v = vec!["mtproto-proxy"];
+        v.extend_from_slice(args);
+        parse_from(v).unwrap()
+    }
+
+    fn fail(args: &[&str]) -> CliExit {
+        let mut v = vec!["mtproto-proxy"];
+        v.extend_from_slice(args);
+        parse_from(v).unwrap_err()
+    }
+
+    fn is_usage(e: &CliExit) -> bool {
+        e.code == 2 && e.stdout.starts_with("usage: mtproto-proxy [-v]")
+    }
+
+    #[test]
+    fn help_text_equals_c_except_version_line() {
+        let ours = usage_text("./mtproto-proxy");
+        let mut c_lines: Vec<&str> = C_HELP_OBSERVED.split('\n').collect();
+        let mut our_lines: Vec<&str> = ours.split('\n').collect();
+        assert_eq!(our_lines.get(1).copied(), Some(version_line().as_str()));
+        c_lines.remove(1);
+        our_lines.remove(1);
+        assert_eq!(our_lines, c_lines);
+        assert!(version_line().starts_with("mtproxy-rs-"));
+    }
+
+    #[test]
+    fn help_and_usage_exit_2_on_stdout() {
+        for args in [
+            &["-h"][..],
+            &["--help"],
+            &["--help", "x.conf"],
+            &["x.conf", "-h"],
+            &["-vh", "x"],
+            &[],
+            &["a", "b"],
+            &["--he"],
+        ] {
+            let e = fail(args);
+            assert!(is_usage(&e), "{args:?}");
+        }
+        assert!(fail(&["-h"]).stderr.is_empty());
+    }
+
+    #[test]
+    fn getopt_diagnostics() {
+        let e = fail(&["--bogus", "x.conf"]);
+        assert!(is_usage(&e));
+        assert_eq!(
+            e.stderr,
+            vec![
+                StderrLine::Raw("mtproto-proxy: unrecognized option '--bogus'".into()),
+                StderrLine::Log("Unrecognized option".into())
+            ]
+        );
+        let raw = |args: &[&str]| match fail(args).stderr.first() {
+            Some(StderrLine::Raw(s)) => s.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(raw(&["-Q", "x"]), "mtproto-proxy: invalid option -- 'Q'");
+        assert_eq!(
+            raw(&["a", "b", "-Q"]),
+            "mtproto-proxy: invalid option -- 'Q'"
+        );
+        assert_eq!(raw(&["-v3", "x"]), "mtproto-proxy: invalid option -- '3'");
+        assert_eq!(raw(&["-d1", "x"]), "mtproto-proxy: invalid option -- '1'");
+        assert_eq!(
+            raw(&["--bogus=3", "x"]),
+            "mtproto-proxy: unrecognized option '--bogus=3'"
+        );
+        assert_eq!(
+            raw(&["--help=3"]),
+            "mtproto-proxy: option '--help' doesn't allow an argument"
+        );
+        assert_eq!(
+            raw(&["--http-stats=1", "x"]),
+            "mtproto-proxy: option '--http-stats' doesn't allow an argument"
+        );
+        assert_eq!(
+            raw(&["-p"]),
+            "mtproto-proxy: option requires an argument -- 'p'"
+        );
+        assert_eq!(
+            raw(&["-u"]),
+            "mtproto-proxy: option requires an argument -- 'u'"
+        );
+        assert_eq!(
+            raw(&["--port"]),
+            "mtproto-proxy: option '--port' requires an argument"
+        );
+        assert_eq!(
+            raw(&["--http", "x"]),
+            "mtproto-proxy: option '--http' is ambiguous; possibilities: '--http-ports' '--http-stats'"
+        );
+    }
+
+    #[test]
+    fn every_option_long_and_short() {
+        let o = ok(&[
+            "-6",
+            "-C",
+            "100",
+            "-D",
+            "a.com",
+            "-D",
+            "b.com",
+            "-H",
+            "443,8443",
+            "-M",
+            "2",
+            "-P",
+            S1,
+            "-R",
+            "-S",
+            S1,
+            "-T",
+            "2.5",
+            "-W",
+            "1000",
+            "-b",
+            "10",
+            "-c",
+            "4096",
+            "-d",
+            "-l",
+            "log.txt",
+            "-p",
+            "8888",
+            "-u",
+            "nobody",
+            "-v",
+            "-v",
+            "--aes-pwd",
+            "ps",
+            "--nice",
+            "5",
+            "--msg-buffers-size",
+            "10M",
+            "--disable-tcp",
+            "--crc32c",
+            "--cpu-threads",
+            "4",
+            "--io-threads",
+            "4",
+            "--allow-skip-dh",
+            "--force-dh",
+            "--max-accept-rate",
+            "7",
+            "--max-dh-accept-rate",
+            "8",
+            "--multithread",
+            "--tcp-cpu-threads",
+            "1",
+            "--tcp-iothreads",
+            "1",
+            "--nat-info",
+            "10.0.0.1:1.2.3.4",
+            "--address",
+            "127.0.0.1",
+            "--http-stats",
+            "cfg.conf",
+        ]);
+        assert!(o.ipv6);
+        assert_eq!(o.max_special_connections, Some(100));
+        assert_eq!(o.domains, vec!["a.com", "b.com"]);
+        assert_eq!(o.http_ports, vec![443, 8443]);
+        assert_eq!(o.workers, 2);
+        assert_eq!(o.proxy_tag.map(hex::encode).as_deref(), Some(S1));
+        assert!(o.random_padding_only);
+        assert_eq!(o.secrets.len(), 1);
+        assert_eq!(o.ping_interval, 2.5);
+        assert_eq!(o.window_clamp, Some(1000));
+        assert_eq!(o.effective_window_clamp(), Some(1000));
+        assert_eq!((o.backlog, o.max_connections), (10, 4096));
+        assert!(o.daemonize);
+        assert_eq!(o.log_file.as_deref(), Some("log.txt"));
+        assert_eq!(o.port, Some(PortSpec::Port(8888)));
+        assert_eq!(o.user.as_deref(), Some("nobody"));
+        assert_eq!(o.verbosity, 2);
+        assert_eq!(o.aes_pwd_file.as_deref(), Some("ps"));
+        assert_eq!(o.nice, Some(5));
+        assert_eq!(o.msg_buffers_size, 10 << 20);
+        assert!(o.disable_tcp);
+        assert_eq!((o.max_accept_rate, o.max_dh_accept_rate), (7, 8));
+        assert_eq!(
+            o.nat_info.translate("10.0.0.1".parse().unwrap()),
+            "1.2.3.4".parse::<std::net::Ipv4Addr>().unwrap()
+        );
+        assert_eq!(o.address, Some("127.0.0.1".parse().unwrap()));
+        assert!(o.http_stats);
+        assert_eq!(o.config_file, "cfg.conf");
+        for name in &o.ignored {
+            assert!(ignored_options().contains(name));
+        }
+        assert!(o.ignored.contains(&"force-dh") && o.ignored.contains(&"multithread"));
+
+        let o = ok(&[
+            "--ipv6",
+            "--max-special-connections=-5",
+            "--domain",
+            "a.com",
+            "--http-ports=443",
+            "--slaves",
+            "0",
+            "--proxy-tag",
+            S1,
+            "--random-padding-only",
+            "--mtproto-secret",
+            S1,
+            "--ping-interval",
+            "0",
+            "--window-clamp",
+            "1",
+            "--backlog",
+            "1",
+            "--connections",
+            "0",
+            "--daemonize=0",
+            "--log",
+            "l",
+            "--port",
+            "1:2",
+            "--user",
+            "u",
+            "--verbosity=7",
+            "cfg.conf",
+        ]);
+        assert!(o.ipv6);
+        assert_eq!(o.max_special_connections, Some(0));
+        assert_eq!(o.ping_interval, DEFAULT_PING_INTERVAL);
+        assert_eq!(o.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert!(!o.daemonize);
+        assert_eq!(o.port, Some(PortSpec::Range(1, 2)));
+        assert_eq!(o.verbosity, 7);
+    }
+
+    #[test]
+    fn order_dependent_handlers() {
+        assert_eq!(ok(&["-vvv", "x"]).verbosity, 3);
+        assert_eq!(ok(&["-v", "-v", "--verbosity=1", "-v", "x"]).verbosity, 2);
+        assert_eq!(ok(&["--verbosity=", "x"]).verbosity, 0);
+        assert_eq!(ok(&["--verb=3", "x"]).verbosity, 3);
+        // `--verbosity 3`: the 3 is a positional, so there are two.
+        assert!(is_usage(&fail(&["--verbosity", "3", "x"])));
+        assert!(!ok(&["-d", "-d", "x"]).daemonize);
+        assert!(ok(&["--daemonize=5", "x"]).daemonize);
+        assert!(ok(&["--multithread=0", "x"])
+            .ignored
+            .contains(&"multithread"));
+        // Options after the positional, and `--`.
+        assert_eq!(
+            ok(&["x.conf", "-u", "nobody"]).user.as_deref(),
+            Some("nobody")
+        );
+        assert_eq!(ok(&["--", "-x.conf"]).config_file, "-x.conf");
+        assert_eq!(ok(&["-"]).config_file, "-");
+        // A required argument takes the next word even if it looks like an option.
+        assert_eq!(ok(&["-u", "-v", "x"]).user.as_deref(), Some("-v"));
+        assert_eq!(ok(&["-unobody", "x"]).user.as_deref(), Some("nobody"));
+        assert_eq!(ok(&["-6vp80", "x"]).port, Some(PortSpec::Port(80)));
+    }
+
+    #[test]
+    fn user_twice_is_fatal_1() {
+        let e = fail(&["-u", "a", "-u", "b", "x"]);
+        assert_eq!(e.code, 1);
+        assert!(e.stdout.is_empty());
+        assert_eq!(
+            e.stderr,
+            vec![StderrLine::Log(
+                "wrong option -ub, username is already defined as 'a'.".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn secrets_and_tags() {
+        let e = fail(&["-S", "123", "x"]);
+        assert!(is_usage(&e));
+        assert_eq!(
+            e.stderr,
+            vec![StderrLine::Log(
+                "'S' option requires exactly 32 hex digits".into()
+            )]
+        );
+        let e = fail(&["-P", "0123456789abcdef0123456789abcdeg", "x"]);
+        assert_eq!(
+            e.stderr,
+            vec![StderrLine::Log(
+                "'S' option requires exactly 32 hex digits. 'g' is not hexdigit".into()
+            )]
+        );
+        assert!(is_usage(&fail(&["-P", "12", "x"])));
+        let mut args: Vec<&str> = Vec::new();
+        for _ in 0..16 {
+            args.extend_from_slice(&["-S", S1]);
+        }
+        args.push("x");
+        assert_eq!(ok(&args).secrets.len(), 16);
+        args.insert(0, S1);
+        args.insert(0, "-S");
+        // Divergence: C asserts (crash) on the 17th -S; we print usage, exit 2.
+        assert!(is_usage(&fail(&args)));
+        assert_eq!(
+            ok(&["-S", &S1.to_uppercase(), "x"]).secrets[0],
+            ok(&["-S", S1, "x"]).secrets[0]
+        );
+    }
+
+    #[test]
+    fn ports() {
+        for bad in ["abc", "0", "5:3", "", "-80", "0:5"] {
+            assert!(is_usage(&fail(&["-p", bad, "x"])), "{bad}");
+        }
+        assert_eq!(ok(&["-p", "80x", "x"]).port, Some(PortSpec::Port(80)));
+        assert_eq!(ok(&["-p", "80:", "x"]).port, Some(PortSpec::Port(80)));
+        assert_eq!(ok(&["-p", " 80", "x"]).port, Some(PortSpec::Port(80)));
+        assert_eq!(ok(&["-p", "99999", "x"]).port, Some(PortSpec::Port(99999)));
+        assert_eq!(ok(&["-p", "3:3", "x"]).port, Some(PortSpec::Range(3, 3)));
+    }
+
+    #[test]
+    fn http_ports() {
+        assert_eq!(ok(&["-H", "443,", "x"]).http_ports, vec![443]);
+        assert_eq!(ok(&["-H", "1,2", "-H", "3", "x"]).http_ports, vec![1, 2, 3]);
+        for bad in ["0", "", " 443", "443,,444", "443x", "-1"] {
+            assert!(is_usage(&fail(&["-H", bad, "x"])), "{bad:?}");
+        }
+        // Divergence: C asserts on a port >= 65536; we print usage, exit 2.
+        assert!(is_usage(&fail(&["-H", "70000", "x"])));
+        let list: Vec<String> = (1..=128).map(|p| p.to_string()).collect();
+        assert_eq!(ok(&["-H", &list.join(","), "x"]).http_ports.len(), 128);
+        let list: Vec<String> = (1..=129).map(|p| p.to_string()).collect();
+        assert!(is_usage(&fail(&["-H", &list.join(","), "x"])));
+    }
+
+    #[test]
+    fn workers_range() {
+        assert_eq!(ok(&["-M", "256", "x"]).workers, 256);
+        assert_eq!(ok(&["-M", "abc", "x"]).workers, 0);
+        // Divergence: C asserts; we print usage, exit 2.
+        assert!(is_usage(&fail(&["-M", "257", "x"])));
+        assert!(is_usage(&fail(&["-M", "-1", "x"])));
+    }
+
+    #[test]
+    fn misc_value_errors() {
+        let e = fail(&["--nat-info", "1.2.3.4", "x"]);
+        assert!(is_usage(&e));
+        assert_eq!(
+            e.stderr,
+            vec![StderrLine::Raw(
+                "expected <local-addr>:<global-addr> in --nat-info".into()
+            )]
+        );
+        let e = fail(&["--address", "::1", "x"]);
+        assert_eq!(e.code, 4);
+        assert_eq!(
+            e.stderr,
+            vec![StderrLine::Log(
+                "Can not convert '::1' to ip addr: Success".into()
+            )]
+        );
+        let e = fail(&["--msg-buffers-size", "10x", "x"]);
+        assert!(is_usage(&e));
+        assert_eq!(
+            e.stderr,
+            vec![StderrLine::Log(
+                "Parsing limit fail. Unknown suffix 'x'.".into()
+            )]
+        );
+        let e = fail(&["--msg-buffers-size", "", "x"]);
+        assert_eq!(
+            e.stderr,
+            vec![StderrLine::Log("Parsing limit for option fail: ".into())]
+        );
+        assert_eq!(
+            ok(&["--msg-buffers-size", " 10 ", "x"]).msg_buffers_size,
+            10
+        );
+        assert_eq!(
+            ok(&["--msg-buffers-size", "2g", "x"]).msg_buffers_size,
+            2 << 30
+        );
+    }
+
+    #[test]
+    fn startup_checks() {
+        let o = ok(&["-D", "x.com", "c"]);
+        let e = o.check_tls_secrets().unwrap_err();
+        assert_eq!(e.code, 2);
+        assert!(o.effective_window_clamp().is_none());
+        assert!(ok(&["-D", "x.com", "-S", S1, "c"])
+            .check_tls_secrets()
+            .is_ok());
+        assert!(ok(&["-D", "x.com", "-S", S1, "-M", "1", "c"])
+            .tls_workers_warning()
+            .is_some());
+        let e = ok(&["--http-stats", "c"]).check_stats_port().unwrap_err();
+        assert_eq!(
+            (e.code, e.stderr.clone()),
+            (1, vec![StderrLine::Log("fatal: port isn't defined".into())])
+        );
+        assert!(ok(&["--http-stats", "-p", "1:9", "c"])
+            .check_stats_port()
+            .is_ok());
+        assert!(ok(&["-p", "1", "c"]).check_stats_port().is_ok());
+        let o = ok(&["c"]);
+        assert_eq!(o.effective_window_clamp(), Some(DEFAULT_WINDOW_CLAMP));
+        assert_eq!(
+            o.effective_max_special_connections(),
+            DEFAULT_MAX_CONNECTIONS
+        );
+    }
+}

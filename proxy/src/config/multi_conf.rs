@@ -568,3 +568,195 @@ impl fmt::Display for Cluster {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn hosts(name: &str) -> Option<IpAddr> {
+        match name {
+            "localhost" => Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            "v6host.example" => Some("2001:db8::1".parse().unwrap()),
+            _ => None,
+        }
+    }
+
+    fn parse(s: &str) -> Result<MultiConf, ConfError> {
+        parse_multi_conf(s.as_bytes(), "t.conf", &hosts)
+    }
+
+    fn err(s: &str) -> String {
+        parse(s).unwrap_err().to_string()
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn real_config_shape() {
+        let c = parse(
+            "# force_probability 10 10\ndefault 2;\nproxy_for 1 149.154.175.50:8888;\n\
+             proxy_for -1 149.154.175.50:8888;\nproxy_for 2 149.154.161.144:8888;\n\
+             proxy_for 4 91.108.4.159:8888;\nproxy_for 4 91.108.4.224:8888;\n",
+        )
+        .unwrap();
+        assert_eq!(c.clusters.len(), 4);
+        assert_eq!(c.auth_clusters(), 4);
+        assert_eq!(c.total_declared_targets(), 4);
+        assert_eq!(c.default_cluster, Some(2));
+        assert_eq!(c.cluster_for_dc(4).unwrap().targets.len(), 2);
+        assert_eq!(c.cluster_for_dc(99).unwrap().id, 2);
+        assert_eq!(
+            c.cluster_for_dc(-1).unwrap().targets,
+            vec![sa("149.154.175.50:8888")]
+        );
+        assert_eq!(
+            (c.min_connections, c.max_connections, c.timeout_ms),
+            (4, 8, 300)
+        );
+    }
+
+    #[test]
+    fn default_is_zero_without_directive() {
+        let c = parse("proxy_for 0 1.2.3.4:1; proxy_for 3 1.2.3.4:2;").unwrap();
+        assert_eq!(c.default_cluster_id, 0);
+        assert_eq!(c.default_cluster, Some(0));
+        assert_eq!(c.cluster_for_dc(7).unwrap().id, 0);
+        let c = parse("proxy_for 1 1.2.3.4:1; default 5;").unwrap();
+        assert_eq!(c.default_cluster, None);
+        assert!(c.cluster_for_dc(7).is_none());
+    }
+
+    #[test]
+    fn dedup_and_duplicates_in_cluster() {
+        let c = parse("proxy_for 1 127.0.0.1:1; proxy_for 1 127.0.0.1:1; proxy_for 2 127.0.0.1:1;")
+            .unwrap();
+        assert_eq!(c.total_declared_targets(), 1);
+        assert_eq!(c.cluster(1).unwrap().targets.len(), 2);
+    }
+
+    #[test]
+    fn hosts_and_literals() {
+        let c = parse("proxy localhost:1; proxy [::1]:2; proxy 127.1:3; proxy 010.0.0.1:4; proxy [v6host.example]:5;")
+            .unwrap();
+        assert_eq!(
+            c.cluster(0).unwrap().targets,
+            vec![
+                sa("127.0.0.1:1"),
+                sa("[::1]:2"),
+                sa("127.0.0.1:3"),
+                sa("8.0.0.1:4"),
+                sa("[2001:db8::1]:5")
+            ]
+        );
+        assert_eq!(
+            err("proxy 08.0.0.1:4;"),
+            "fatal: cannot resolve '08.0.0.1'\n near 08.0.0.1"
+        );
+        assert_eq!(
+            err("proxy [127.0.0.1]:4;"),
+            "fatal: cannot resolve '[127.0.0.1]'\n near [127.0.0.1]"
+        );
+        assert_eq!(
+            err("\n\nproxy [::1:80;"),
+            "t.conf:2: fatal: cannot resolve '[::1:80'\n near [::1:80"
+        );
+    }
+
+    #[test]
+    fn error_texts_observed_from_c() {
+        // Observed on the GetPageSpeed v3.0.10 build (see vectors/data/multi_conf.json).
+        assert_eq!(
+            err("proxy_for 1 127.0.0.1:18888;\nproxy_for 2 127.0.0.1:18889\nproxy_for 1 127.0.0.1:1;\n"),
+            "t.conf:2: fatal: ; expected near  1 127.0.0.1:1;"
+        );
+        assert_eq!(
+            err("  \n foo;"),
+            "t.conf:1: fatal: 'proxy <ip>:<port>;' expected near foo;"
+        );
+        assert_eq!(
+            err(""),
+            "fatal: expected to find a mtproto-proxy configuration with `proxy' directives near "
+        );
+        assert_eq!(err("#c\n"), "t.conf:1: fatal: expected to find a mtproto-proxy configuration with `proxy' directives near ");
+    }
+
+    #[test]
+    fn limits_and_ranges() {
+        assert!(err("timeout 9; proxy 1.2.3.4:1;").contains("invalid timeout"));
+        assert_eq!(
+            parse("timeout 30000; proxy 1.2.3.4:1;").unwrap().timeout_ms,
+            30000
+        );
+        assert!(err("max_connections 3; proxy 1.2.3.4:1;").contains("invalid max connections"));
+        assert!(err("min_connections 9; proxy 1.2.3.4:1;").contains("invalid min connections"));
+        let c = parse("max_connections 1000; min_connections 1; proxy 1.2.3.4:1;").unwrap();
+        assert_eq!((c.min_connections, c.max_connections), (1, 1000));
+        assert!(err("proxy 1.2.3.4:65536;").contains("port number 65536 out of range"));
+        assert!(err("proxy 1.2.3.4:0;").contains("port number expected"));
+        assert!(err("proxy_for 32768 1.2.3.4:1;").contains("invalid target id"));
+        assert!(parse("proxy_for -32768 1.2.3.4:1;").is_ok());
+        assert!(err("proxy_for 1\t\t1.2.3.4:1; proxy_for 1 ;").contains("hostname expected"));
+        assert!(err("proxy_for 1,1.2.3.4:1;").contains("space expected after target id"));
+        assert!(err(&format!("proxy {}:1;", "a".repeat(64))).contains("hostname expected"));
+        let mut many = String::new();
+        for i in 0..1025 {
+            many.push_str(&format!("proxy_for {i} 1.2.3.4:1;\n"));
+        }
+        assert_eq!(
+            err(&many),
+            "t.conf:1024: fatal: too many auth clusters near 1.2.3.4:1;"
+        );
+        let many = "proxy 1.2.3.4:1;\n".repeat(4097);
+        assert!(err(&many).contains("too many targets (4096)"));
+        let big = vec![b' '; MAX_CONFIG_SIZE + 1];
+        assert_eq!(parse_multi_conf(&big, "b", &hosts).unwrap_err().code(), -2);
+    }
+
+    #[test]
+    fn intermixed() {
+        assert_eq!(
+            err("proxy_for 1 1.2.3.4:1;\nproxy_for 2 1.2.3.4:1;\nproxy_for 1 1.2.3.4:2;"),
+            "t.conf:2: fatal: proxies for dc 1 intermixed near ;"
+        );
+    }
+
+    #[test]
+    fn stats_facts() {
+        let text = b"proxy 1.2.3.4:1;\0garbage";
+        let c = parse_multi_conf(text, "t", &hosts).unwrap();
+        assert_eq!(c.size, text.len());
+        // python: hashlib.md5(b"proxy 1.2.3.4:1;\0garbage").hexdigest()
+        assert_eq!(c.md5_hex.len(), 32);
+        assert_eq!(c.md5_hex, hex::encode(md5(&[text])));
+    }
+
+    #[test]
+    fn excerpt_ellipsis() {
+        assert_eq!(
+            err("bogus_directive_with_long_name;"),
+            "fatal: 'proxy <ip>:<port>;' expected near bogus_directive_with ..."
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse_multi_conf(&data, "f", &hosts);
+        }
+
+        #[test]
+        fn never_panics_on_grammar_soup(parts in proptest::collection::vec(
+            prop_oneof![
+                Just("proxy"), Just("proxy_for"), Just("default"), Just("timeout"),
+                Just("min_connections"), Just("max_connections"), Just(" "), Just("\n"),
+                Just(";"), Just(":"), Just("-"), Just("1"), Just("65535"), Just("127.0.0.1"),
+                Just("[::1]"), Just("#"), Just("["), Just("]"), Just("localhost"), Just("\t"),
+            ], 0..40)) {
+            let s: String = parts.concat();
+            let _ = parse_multi_conf(s.as_bytes(), "f", &hosts);
+        }
+    }
+}
