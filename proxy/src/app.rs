@@ -115,7 +115,11 @@ pub fn load_secret(opts: &Options) -> Result<Option<ProxySecret>, Fatal> {
         Some(p) => (p.as_str(), true),
         None => (DEFAULT_PWD_FILE, false),
     };
-    let fatal = || Fatal::one(format!("fatal: cannot load secret definition file `{path}'"));
+    let fatal = || {
+        Fatal::one(format!(
+            "fatal: cannot load secret definition file `{path}'"
+        ))
+    };
     match std::fs::read(path) {
         Ok(bytes) => match ProxySecret::from_bytes(&bytes) {
             Ok(s) => Ok(Some(s)),
@@ -158,9 +162,10 @@ impl App {
     /// Fatal start-up errors.
     pub fn prepare(opts: Options, log: LogSink) -> Result<Self, Fatal> {
         let worker = if std::env::var_os(supervisor::WORKER_ENV).is_some() {
-            Some(WorkerBootstrap::read_from_stdin().map_err(|e| {
-                Fatal::one(format!("fatal: worker bootstrap unreadable: {e}"))
-            })?)
+            Some(
+                WorkerBootstrap::read_from_stdin()
+                    .map_err(|e| Fatal::one(format!("fatal: worker bootstrap unreadable: {e}")))?,
+            )
         } else {
             None
         };
@@ -301,10 +306,10 @@ impl App {
             return self.run_master(std_listeners, shutdown).await;
         }
         let shared = Shared::new(self.settings(limit.max_connections));
-        shared
-            .counters
-            .total_max_special_connections
-            .store(shared.settings.max_client_connections as i64, std::sync::atomic::Ordering::Relaxed);
+        shared.counters.total_max_special_connections.store(
+            shared.settings.max_client_connections as i64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let stats_listener = if self.worker.is_none() {
             self.bind_stats().await?
         } else {
@@ -353,9 +358,17 @@ impl App {
             );
         }
         tracing::info!("main loop");
-        let serving = tokio::spawn(net::serve_clients(shared.clone(), listeners, shutdown.clone()));
+        let serving = tokio::spawn(net::serve_clients(
+            shared.clone(),
+            listeners,
+            shutdown.clone(),
+        ));
         let code = self.signal_loop(&shutdown, Some(&shared), None).await;
-        let _ = tokio::time::timeout(shared.settings.drain_grace + Duration::from_secs(2), serving).await;
+        let _ = tokio::time::timeout(
+            shared.settings.drain_grace + Duration::from_secs(2),
+            serving,
+        )
+        .await;
         Ok(code)
     }
 
@@ -374,7 +387,9 @@ impl App {
                         .filter(|w| *w > 0),
                 };
                 listener::bind(&spec).map_err(|e| {
-                    Fatal::one(format!("fatal: cannot open server socket at port {port}: {e}"))
+                    Fatal::one(format!(
+                        "fatal: cannot open server socket at port {port}: {e}"
+                    ))
                 })
             })
             .collect()
@@ -393,7 +408,8 @@ impl App {
         let mut last = String::new();
         for p in ports {
             let Ok(port) = u16::try_from(p) else { continue };
-            match tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await {
+            match tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await
+            {
                 Ok(l) => return Ok(Some(l)),
                 Err(e) => last = e.to_string(),
             }
@@ -432,7 +448,10 @@ impl App {
                 u32::try_from(o.workers).unwrap_or(1),
                 &listeners,
                 std::env::args_os().collect(),
-                self.secret.as_ref().map(ProxySecret::as_bytes).unwrap_or_default(),
+                self.secret
+                    .as_ref()
+                    .map(ProxySecret::as_bytes)
+                    .unwrap_or_default(),
                 lock(&self.config).text.clone(),
                 net::DRAIN_GRACE + Duration::from_secs(2),
             )

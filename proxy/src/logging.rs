@@ -152,6 +152,7 @@ pub fn init(verbosity: u32, sink: LogSink) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(sink)
+        .with_ansi(false)
         .event_format(CFormat {
             pid: std::process::id(),
         })

@@ -44,7 +44,10 @@ fn main() -> ExitCode {
             return exit_code(1);
         }
     };
-    logging::init(u32::try_from(opts.verbosity.max(0)).unwrap_or(0), sink.clone());
+    logging::init(
+        u32::try_from(opts.verbosity.max(0)).unwrap_or(0),
+        sink.clone(),
+    );
     if let Some(n) = opts.nice {
         if let Err(e) = mtproxy::sys::nice(n) {
             tracing::warn!(error = %e, "cannot change niceness");

@@ -174,7 +174,10 @@ async fn relay(
     let mut s = Session {
         shared,
         peer,
-        proxy_addr: SocketAddr::new(shared.settings.nat.translate(local.ip()), local.port()),
+        proxy_addr: SocketAddr::new(
+            crate::net::nat_ip(&shared.settings.nat, local.ip()),
+            local.port(),
+        ),
         transport,
         dc,
         encrypt,
@@ -266,7 +269,8 @@ impl Session<'_> {
             };
             match packet::classify(&frame.payload) {
                 PacketVerdict::Forward { unencrypted, .. } => {
-                    self.forward(frame.payload, unencrypted, frame.quick_ack).await?;
+                    self.forward(frame.payload, unencrypted, frame.quick_ack)
+                        .await?;
                 }
                 PacketVerdict::RpcPing { reply } => {
                     if let Some(pong) = reply {
@@ -307,7 +311,7 @@ impl Session<'_> {
         let Some(b) = self.binding.as_ref() else {
             return Ok(());
         };
-        let mut flags = req_flags::EXT_OBFUSCATED | req_flags::EXTMODE2;
+        let mut flags = req_flags::EXT | req_flags::EXTMODE2;
         flags |= if self.transport == Transport::Abridged {
             req_flags::COMPACT
         } else {

@@ -191,11 +191,7 @@ impl MePool {
     pub fn apply(shared: &Arc<Shared>, conf: Arc<MultiConf>, shutdown: &CancellationToken) {
         let wanted: HashSet<SocketAddr> = conf.targets.iter().copied().collect();
         let per_target = usize::try_from(conf.min_connections.max(1)).unwrap_or(1);
-        let mut st = shared
-            .pool
-            .state
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut st = shared.pool.state.write().unwrap_or_else(|p| p.into_inner());
         let removed: Vec<SocketAddr> = st
             .targets
             .keys()
@@ -237,9 +233,9 @@ fn next_backoff(prev: Option<Duration>) -> Duration {
     let mut rng = rand::thread_rng();
     match prev {
         None => Duration::from_secs_f64(1.0 + 0.1 * rng.gen::<f64>()),
-        Some(d) => Duration::from_secs_f64(
-            (d.as_secs_f64() * 1.5 + 0.2 * rng.gen::<f64>()).min(20.0),
-        ),
+        Some(d) => {
+            Duration::from_secs_f64((d.as_secs_f64() * 1.5 + 0.2 * rng.gen::<f64>()).min(20.0))
+        }
     }
 }
 
@@ -373,7 +369,14 @@ async fn serve_link(shared: &Arc<Shared>, target: &Arc<Target>, stream: TcpStrea
     let link = Arc::new(Mutex::new(link));
     let (rd, wr) = stream.into_split();
     let stop = target.cancel.child_token();
-    let writer = tokio::spawn(write_loop(shared.clone(), link.clone(), wr, rx, ctl_rx, stop.clone()));
+    let writer = tokio::spawn(write_loop(
+        shared.clone(),
+        link.clone(),
+        wr,
+        rx,
+        ctl_rx,
+        stop.clone(),
+    ));
     let reason = read_loop(shared, &conn, &link, rd, &stop).await;
     stop.cancel();
     let _ = writer.await;
@@ -464,7 +467,10 @@ async fn read_loop(
                 }
                 LinkEvent::Message(RpcMessage::Ping { .. } | RpcMessage::Pong { .. }) => {}
                 LinkEvent::Message(other) => {
-                    tracing::debug!(op = format_args!("{:#010x}", other.op()), "unknown RPC operation");
+                    tracing::debug!(
+                        op = format_args!("{:#010x}", other.op()),
+                        "unknown RPC operation"
+                    );
                 }
                 LinkEvent::Malformed { op, len, error } => {
                     tracing::debug!(op = format_args!("{op:#010x}"), len, %error, "malformed RPC message ignored");
