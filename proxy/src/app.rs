@@ -218,7 +218,7 @@ impl App {
             )
             .unwrap_or(1)
             .max(1),
-            pre_auth_timeout: net::PRE_AUTH_TIMEOUT,
+            pre_auth_timeout: pre_auth_timeout(),
             per_conn_buffer_cap: net::PER_CONN_BUFFER_CAP,
             msg_buffers_size: usize::try_from(o.msg_buffers_size.max(1 << 20))
                 .unwrap_or(usize::MAX),
@@ -582,6 +582,16 @@ impl App {
             }
         }
     }
+}
+
+/// The pre-authentication timeout: [`net::PRE_AUTH_TIMEOUT`], or the whole seconds in
+/// `MTPROXY_PRE_AUTH_TIMEOUT` (operators may lengthen it; tests shorten it).
+fn pre_auth_timeout() -> Duration {
+    std::env::var("MTPROXY_PRE_AUTH_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map_or(net::PRE_AUTH_TIMEOUT, Duration::from_secs)
 }
 
 fn cli_exit_to_fatal(e: crate::config::cli::CliExit) -> Fatal {
