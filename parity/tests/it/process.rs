@@ -117,6 +117,7 @@ async fn version_and_sha256_of_a_binary() {
 /// with the §10 command line, /stats, SIGTERM → exit 0. Without it the test checks nothing
 /// beyond the fixture above, so it reports that it did not run.
 #[tokio::test]
+#[allow(clippy::print_stderr)] // says plainly when it ran in no-reference mode
 async fn c_reference_starts_serves_stats_and_exits_zero_on_sigterm() {
     let Some(bin) = std::env::var_os("MTPROXY_C_BIN").map(PathBuf::from) else {
         // No reference mode: the stand-in tests above cover the fixture; say so plainly.
