@@ -2,5 +2,10 @@
 
 use crate::Family;
 
+pub mod multi_conf;
+
 /// Every family, in report order.
-pub const ALL: &[Family] = &[];
+pub const ALL: &[Family] = &[Family {
+    name: "multi_conf",
+    replay: multi_conf::replay,
+}];
