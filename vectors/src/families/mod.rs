@@ -92,3 +92,10 @@ pub const ALL: &[Family] = &[
         replay: rpc_messages::replay,
     },
 ];
+pub mod multi_conf;
+
+/// Every family, in report order.
+pub const ALL: &[Family] = &[Family {
+    name: "multi_conf",
+    replay: multi_conf::replay,
+}];
