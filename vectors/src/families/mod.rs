@@ -12,6 +12,7 @@ pub mod fake_tls_server_hello;
 pub mod hmac_sha256;
 mod kat;
 pub mod md5;
+pub mod multi_conf;
 pub mod obfuscated2;
 pub mod packet_rules;
 pub mod rpc_frames;
@@ -91,11 +92,8 @@ pub const ALL: &[Family] = &[
         name: "rpc_messages",
         replay: rpc_messages::replay,
     },
+    Family {
+        name: "multi_conf",
+        replay: multi_conf::replay,
+    },
 ];
-pub mod multi_conf;
-
-/// Every family, in report order.
-pub const ALL: &[Family] = &[Family {
-    name: "multi_conf",
-    replay: multi_conf::replay,
-}];
