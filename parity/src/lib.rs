@@ -1,6 +1,8 @@
 //! The parity harness: builder fixtures shared by the dual-run, the drills and the cutover
 //! rehearsal.
 //!
+//! * [`fake_me`]: the fake Telegram middle-end (the RPC server role of the protocol core).
+//! * [`client`]: the MTProto client simulator (obfuscated2 and fake-TLS clients, bad clients).
 //! * [`process`]: spawn a proxy binary with a generated config, wait for readiness, `/stats`,
 //!   signals, timed shutdown.
 //! * [`workload`]: the seeded workload (phases, sessions, MTProto-shaped packets, probes).
@@ -14,9 +16,11 @@
 //!   FakeMe/client simulator implement.
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod compare;
 pub mod divergences;
 pub mod dualrun;
+pub mod fake_me;
 pub mod metrics;
 pub mod process;
 pub mod report;
