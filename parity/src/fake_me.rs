@@ -757,6 +757,31 @@ async fn run_link(
     }
 }
 
+/// One write for the writer task, acknowledged once on the socket.
+struct Outgoing {
+    bytes: Bytes,
+    ack: Option<oneshot::Sender<Result<(), String>>>,
+}
+
+/// Writes queued bytes in order, so the link task never blocks on a proxy that does not
+/// read; half-closes once the queue is dropped.
+async fn write_loop(
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+) -> String {
+    while let Some(o) = rx.recv().await {
+        let r = wr.write_all(&o.bytes).await;
+        if let Some(ack) = o.ack {
+            let _ = ack.send(r.as_ref().map_err(|e| e.to_string()).copied());
+        }
+        if let Err(e) = r {
+            return format!("write: {e}");
+        }
+    }
+    let _ = wr.shutdown().await;
+    "writer finished".into()
+}
+
 /// Runs one link until EOF, an error, a close command or shutdown; returns the end reason.
 async fn drive_link(
     shared: &Shared,
@@ -766,76 +791,79 @@ async fn drive_link(
     mut rx: mpsc::UnboundedReceiver<Command>,
     close_ack: &mut Option<oneshot::Sender<()>>,
 ) -> Option<String> {
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, wr) = stream.into_split();
+    let (out_tx, out_rx) = mpsc::unbounded_channel::<Outgoing>();
+    let mut writer = tokio::spawn(write_loop(wr, out_rx));
     let mut reading_rx = shared.reading.subscribe();
     let mut inbuf = BytesMut::with_capacity(64 * 1024);
     let mut out = BytesMut::new();
     let mut delayed: VecDeque<Delayed> = VecDeque::new();
     let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
-    loop {
+    // (reason, flush queued bytes before closing)
+    let (reason, flush) = loop {
         let reading = *reading_rx.borrow_and_update();
         let next_due = delayed.front().map_or_else(far, |d| d.due);
         let has_due = !delayed.is_empty();
-        let mut pending_ack = None;
+        let mut ack = None;
+        let mut failed = None;
         tokio::select! {
-            _ = shared.cancel.cancelled() => return Some("FakeMe shut down".into()),
-            r = rd.read_buf(&mut inbuf), if reading => {
-                match r {
-                    Ok(0) => return None,
-                    Ok(_) => {
-                        if let Err(e) = link.handle_input(&mut inbuf, now_unix()) {
-                            // Flush whatever the link queued (an RPC_HANDSHAKE_ERROR).
-                            link.poll_transmit(&mut out);
-                            let _ = wr.write_all(&out).await;
-                            return Some(format!("link error: {e}"));
-                        }
-                        while let Some(ev) = link.poll_event() {
-                            on_event(shared, link_id, ev, &mut link, &mut delayed);
-                        }
+            _ = shared.cancel.cancelled() => break (Some("FakeMe shut down".into()), false),
+            w = &mut writer => break (Some(w.unwrap_or_else(|e| e.to_string())), false),
+            r = rd.read_buf(&mut inbuf), if reading => match r {
+                Ok(0) => break (None, false),
+                Ok(_) => {
+                    if let Err(e) = link.handle_input(&mut inbuf, now_unix()) {
+                        // Flush what the link queued (an RPC_HANDSHAKE_ERROR), then close.
+                        failed = Some(format!("link error: {e}"));
                     }
-                    Err(e) => return Some(format!("read: {e}")),
+                    while let Some(ev) = link.poll_event() {
+                        on_event(shared, link_id, ev, &mut link, &mut delayed);
+                    }
                 }
-            }
+                Err(e) => break (Some(format!("read: {e}")), false),
+            },
             cmd = rx.recv() => match cmd {
-                None => return Some("FakeMe dropped".into()),
-                Some(Command::Close(ack)) => {
-                    *close_ack = Some(ack);
-                    let _ = wr.shutdown().await;
-                    return Some("closed by drop_all".into());
+                None => break (Some("FakeMe dropped".into()), false),
+                Some(Command::Close(a)) => {
+                    *close_ack = Some(a);
+                    break (Some("closed by drop_all".into()), false);
                 }
-                Some(Command::Send(msgs, ack)) => {
-                    let r = msgs.iter().try_for_each(|m| link.send(m)).map_err(|e| e.to_string());
-                    pending_ack = Some((ack, r));
+                Some(Command::Send(msgs, a)) => {
+                    match msgs.iter().try_for_each(|m| link.send(m)) {
+                        Ok(()) => ack = Some(a),
+                        Err(e) => { let _ = a.send(Err(e.to_string())); }
+                    }
                 }
             },
             _ = reading_rx.changed() => {}
             _ = tokio::time::sleep_until(next_due), if has_due => {
                 let now = tokio::time::Instant::now();
-                while delayed.front().is_some_and(|d| d.due <= now) {
-                    if let Some(d) = delayed.pop_front() {
-                        for m in &d.messages {
-                            let _ = link.send(m);
-                        }
+                while let Some(d) = delayed.pop_front() {
+                    if d.due > now {
+                        delayed.push_front(d);
+                        break;
+                    }
+                    for m in &d.messages {
+                        let _ = link.send(m);
                     }
                 }
             }
         }
         link.poll_transmit(&mut out);
-        let written = if out.is_empty() {
-            Ok(())
-        } else {
-            let r = wr.write_all(&out).await;
-            out.clear();
-            r
-        };
-        if let Some((ack, r)) = pending_ack {
-            let r = r.and(written.as_ref().map_err(|e| e.to_string()).copied());
-            let _ = ack.send(r);
+        if !out.is_empty() || ack.is_some() {
+            let bytes = out.split().freeze();
+            let _ = out_tx.send(Outgoing { bytes, ack });
         }
-        if let Err(e) = written {
-            return Some(format!("write: {e}"));
+        if let Some(f) = failed {
+            break (Some(f), true);
         }
+    };
+    drop(out_tx);
+    if flush {
+        let _ = tokio::time::timeout(Duration::from_secs(1), &mut writer).await;
     }
+    writer.abort();
+    reason
 }
 
 fn on_event(

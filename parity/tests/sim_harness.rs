@@ -60,7 +60,21 @@ struct ProxySide {
 
 impl ProxySide {
     async fn connect(me: SocketAddr, secret: Vec<u8>, crc32c: bool) -> Self {
-        let stream = TcpStream::connect(me).await.unwrap();
+        Self::connect_with(me, secret, crc32c, None).await
+    }
+
+    /// `rcvbuf`: a small receive buffer makes the FakeMe's writes back up quickly.
+    async fn connect_with(
+        me: SocketAddr,
+        secret: Vec<u8>,
+        crc32c: bool,
+        rcvbuf: Option<u32>,
+    ) -> Self {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Some(n) = rcvbuf {
+            sock.set_recv_buffer_size(n).unwrap();
+        }
+        let stream = sock.connect(me).await.unwrap();
         let local = stream.local_addr().unwrap();
         let pid = ProcessId {
             ip: 0,
@@ -315,7 +329,7 @@ async fn fake_me_refuse_echo_delay_and_reading_knobs() {
         .unwrap();
     me.set_refuse(false);
 
-    let mut p = ProxySide::connect(me.addr(), proxy_secret(), true).await;
+    let mut p = ProxySide::connect_with(me.addr(), proxy_secret(), true, Some(4096)).await;
     p.handshake().await;
     let mut rng = StdRng::seed_from_u64(4);
     let a = encrypted_message(&mut rng, 64);
@@ -357,6 +371,15 @@ async fn fake_me_refuse_echo_delay_and_reading_knobs() {
         p.message().await,
         RpcMessage::ProxyAns { conn_id: 4, .. }
     ));
+
+    // A proxy that stops reading: the FakeMe's answers back up, yet it keeps reading
+    // requests and drop_all stays prompt.
+    let big = encrypted_message(&mut rng, 64 * 1024);
+    for i in 0..32 {
+        p.send_req(&header(false, 100 + i, None), &big).await;
+    }
+    me.wait_records(4 + 32, T).await.unwrap();
+    assert_eq!(timeout(T, me.drop_all()).await.unwrap(), 1);
 }
 
 // ------------------------------------------------------------------------------------
@@ -479,6 +502,8 @@ async fn serve(mut s: TcpStream, mode: EchoMode, seed: u64) -> anyhow::Result<()
     let t = hs.transport;
     let mut decoder = ServerDecoder::new(t);
     let mut plain = BytesMut::new();
+    // Padded intermediate alternates the two quick-ack encodings (§4.3).
+    let mut acks = 0u32;
     loop {
         if !cipher.is_empty() {
             let mut c = cipher.split();
@@ -492,7 +517,8 @@ async fn serve(mut s: TcpStream, mode: EchoMode, seed: u64) -> anyhow::Result<()
             let mut out = BytesMut::new();
             if f.quick_ack {
                 let confirm = quick_ack_confirm(&f.payload);
-                if t == Transport::PaddedIntermediate && rng.gen() {
+                acks += 1;
+                if t == Transport::PaddedIntermediate && acks.is_multiple_of(2) {
                     let (n1, n2) = (rng.gen_range(0..=7), rng.gen_range(0..=7));
                     let mut pads = [0u8; 14];
                     rng.fill_bytes(&mut pads);
