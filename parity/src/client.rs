@@ -709,6 +709,10 @@ pub async fn oversize_frame(
         }
         Transport::Intermediate | Transport::PaddedIntermediate => framed.put_u32_le(len as u32),
     }
+    // The first bytes of the announced body follow, as from a real client: the C build
+    // judges a frame's length only once 12 bytes (intermediate) or 9 (abridged) are
+    // buffered, so a bare length header would be held in silence there.
+    framed.extend_from_slice(&[0u8; 16]);
     match c.send_plain(&framed).await {
         Err(SimError::Closed) => return Ok(Reaction::Closed),
         r => r?,

@@ -606,6 +606,14 @@ pub struct ThresholdConfig {
     pub latency_floor_us: u64,
     /// Absolute floor for the max-latency excess, µs.
     pub max_latency_floor_us: u64,
+    /// Phases with fewer requests than this (the canary) are not judged on latency and
+    /// throughput: a few dozen samples give a p99 that is one sample, pure noise. Their
+    /// correctness comparisons still apply.
+    pub min_latency_samples: u64,
+    /// Relative floor for latency excess, as a fraction of the reference's value: on a
+    /// small shared machine (two proxies, their FakeMes and the load generator on two
+    /// cores) scheduling noise grows with the latency itself.
+    pub latency_rel_floor: f64,
     /// Multiplier on the baseline spread.
     pub k: f64,
     /// Candidate success rate may be this much below the reference's.
@@ -623,6 +631,8 @@ impl Default for ThresholdConfig {
         ThresholdConfig {
             latency_floor_us: 1_000,
             max_latency_floor_us: 50_000,
+            latency_rel_floor: 0.25,
+            min_latency_samples: 500,
             k: 3.0,
             success_rate_tolerance: 0.0,
             throughput_floor_frac: 0.10,
@@ -704,27 +714,29 @@ pub fn compare_slos(
             )),
         );
     }
+    if reference.succeeded < config.min_latency_samples {
+        return Comparison::new(KIND, p, checked, diffs).details(format!(
+            "latency and throughput not judged: {} requests < {}",
+            reference.succeeded, config.min_latency_samples
+        ));
+    }
     for (name, sp) in [
         ("p50", spread.p50_us),
         ("p95", spread.p95_us),
         ("p99", spread.p99_us),
         ("max", spread.max_us),
     ] {
-        let floor = if name == "max" {
-            config.max_latency_floor_us
-        } else {
-            config.latency_floor_us
-        };
-        let limit = thresholds.calibrate(
-            format!("{phase}/{name}_us"),
-            floor as f64,
-            config.k,
-            sp as f64,
-        );
         let (r, c) = (
             reference.latency.named(name).unwrap_or(0),
             candidate.latency.named(name).unwrap_or(0),
         );
+        let absolute = if name == "max" {
+            config.max_latency_floor_us
+        } else {
+            config.latency_floor_us
+        };
+        let floor = (absolute as f64).max(config.latency_rel_floor * r as f64);
+        let limit = thresholds.calibrate(format!("{phase}/{name}_us"), floor, config.k, sp as f64);
         checked += 1;
         if c as f64 > r as f64 + limit {
             diffs.push(

@@ -61,6 +61,9 @@ pub struct SidePrep {
     pub ready: Option<ReadyHook>,
     /// Extra proxy arguments (e.g. `-D` for fake-TLS).
     pub extra_args: Vec<String>,
+    /// The proxy-secret the FakeMe uses (the proxy must get the same file); `None` lets
+    /// the process fixture generate one.
+    pub proxy_secret: Option<Vec<u8>>,
 }
 
 /// What one side produced in one phase.
@@ -679,6 +682,7 @@ async fn start_group(
                 },
                 ready: None,
                 extra_args: Vec::new(),
+                proxy_secret: None,
             },
         };
         let (binary, image) = match side {
@@ -696,6 +700,10 @@ async fn start_group(
             .workers(cfg.workers)
             .me_targets(&prep.me_targets)
             .extra_args(prep.extra_args);
+        let builder = match prep.proxy_secret {
+            Some(secret) => builder.proxy_secret(secret),
+            None => builder,
+        };
         let builder = opts.runtime.apply(builder, image.as_deref());
         let p = builder
             .spawn()
@@ -787,6 +795,7 @@ mod tests {
                     me_targets: vec![(2, addr), (-2, addr)],
                     ready: Some(Box::pin(async { Ok(()) }) as ReadyHook),
                     extra_args: vec![],
+                    proxy_secret: None,
                 })
             })
         }

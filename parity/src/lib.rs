@@ -3,6 +3,7 @@
 //!
 //! * [`fake_me`]: the fake Telegram middle-end (the RPC server role of the protocol core).
 //! * [`client`]: the MTProto client simulator (obfuscated2 and fake-TLS clients, bad clients).
+//! * [`driver`]: the dual-run's traffic driver (FakeMe + client simulator).
 //! * [`process`]: spawn a proxy binary with a generated config, wait for readiness, `/stats`,
 //!   signals, timed shutdown.
 //! * [`workload`]: the seeded workload (phases, sessions, MTProto-shaped packets, probes).
@@ -19,6 +20,7 @@
 pub mod client;
 pub mod compare;
 pub mod divergences;
+pub mod driver;
 pub mod dualrun;
 pub mod fake_me;
 pub mod metrics;

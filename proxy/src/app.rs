@@ -266,6 +266,11 @@ impl App {
             vmsize_bytes: vsz,
             vmdata_bytes: data,
             version: crate::config::cli::version_line(),
+            stats_port: match self.opts.port {
+                Some(PortSpec::Port(p) | PortSpec::Range(p, _)) => p,
+                None => -1,
+            },
+            msg_buffers_size: u64::try_from(self.opts.msg_buffers_size).unwrap_or(0),
         }
     }
 

@@ -99,6 +99,10 @@ counters! {
     http_queries,
     /// Middle-end connections ever created (outbound connects started).
     outbound_connections_created,
+    /// Middle-end connections that completed the RPC handshake and are up.
+    ready_outbound_connections,
+    /// Client listening sockets.
+    listening_connections,
     /// Middle-end connect or handshake failures.
     total_connect_failures,
     /// Client connections ever accepted.
@@ -160,6 +164,10 @@ pub struct Info {
     pub vmdata_bytes: u64,
     /// The version string.
     pub version: String,
+    /// The `-p` port (−1 without one), shown in the `PID` line.
+    pub stats_port: i32,
+    /// `--msg-buffers-size`.
+    pub msg_buffers_size: u64,
 }
 
 impl Snapshot {
@@ -172,10 +180,229 @@ impl Snapshot {
         let mut kv = |k: &str, v: &dyn std::fmt::Display| {
             let _ = writeln!(s, "{k}\t{v}");
         };
-        kv("pid", &i.pid);
-        kv("start_time", &i.start_time);
-        kv("current_time", &i.current_time);
-        kv("uptime", &uptime);
+        // The generic engine block, in C's order (`prepare_stats` of the C engine). Keys
+        // with no counterpart in this design (thread pools, message-buffer chunks, job
+        // queues) are present with 0 so that parsers and dashboards keyed on them keep
+        // working; the meaningful ones carry our values.
+        let zero3 = "0.000";
+        let per_thread = "0.000 0.000 0.000 0.000  0.000 0.000 0.000 0.000  0.000 0.000 0.000 0.000  0.000 0.000 0.000 0.000";
+        let threads = format!("0 {} 0 1  0 0 0 0  0 0 0 0  0 0 0 0", i.workers.max(1));
+        let pid_text = format!("[0.0.0.0:{}:{}:{}]", i.stats_port, i.pid, i.start_time);
+        let accepted_failed = self.accept_connection_limit_failed;
+        let active = self.total_connections;
+        let engine: Vec<(&str, String)> = vec![
+            ("pid", i.pid.to_string()),
+            ("start_time", i.start_time.to_string()),
+            ("current_time", i.current_time.to_string()),
+            ("uptime", uptime.to_string()),
+            ("tot_idle_time", zero3.into()),
+            ("average_idle_percent", zero3.into()),
+            ("recent_idle_percent", zero3.into()),
+            ("active_network_events", "0".into()),
+            ("time_after_epoll", "0.000000".into()),
+            ("epoll_calls", "0".into()),
+            ("epoll_intr", "0".into()),
+            ("PID", pid_text),
+            (">>>>>>connections>>>>>>", "start".into()),
+            ("active_connections", active.to_string()),
+            ("active_dh_connections", "0".into()),
+            (
+                "outbound_connections",
+                self.total_allocated_outbound_connections.to_string(),
+            ),
+            (
+                "ready_outbound_connections",
+                self.ready_outbound_connections.to_string(),
+            ),
+            (
+                "active_outbound_connections",
+                self.ready_outbound_connections.to_string(),
+            ),
+            (
+                "outbound_connections_created",
+                self.outbound_connections_created.to_string(),
+            ),
+            (
+                "total_connect_failures",
+                self.total_connect_failures.to_string(),
+            ),
+            (
+                "inbound_connections",
+                self.total_allocated_inbound_connections.to_string(),
+            ),
+            (
+                "active_inbound_connections",
+                self.total_allocated_inbound_connections.to_string(),
+            ),
+            (
+                "inbound_connections_accepted",
+                self.inbound_connections_accepted.to_string(),
+            ),
+            (
+                "listening_connections",
+                self.listening_connections.to_string(),
+            ),
+            ("unused_connections_closed", "0".into()),
+            ("ready_targets", self.total_ready_targets.to_string()),
+            (
+                "allocated_targets",
+                self.total_allocated_targets.to_string(),
+            ),
+            ("active_targets", self.total_allocated_targets.to_string()),
+            ("inactive_targets", self.total_inactive_targets.to_string()),
+            ("free_targets", "0".into()),
+            (
+                "max_connections",
+                self.total_max_special_connections.to_string(),
+            ),
+            (
+                "active_special_connections",
+                self.total_special_connections.to_string(),
+            ),
+            (
+                "max_special_connections",
+                self.total_max_special_connections.to_string(),
+            ),
+            ("max_accept_rate", "0".into()),
+            ("cur_accept_rate_remaining", "0.000000".into()),
+            ("max_connection", active.to_string()),
+            (
+                "conn_generation",
+                (self.inbound_connections_accepted + self.outbound_connections_created).to_string(),
+            ),
+            ("allocated_connections", active.to_string()),
+            (
+                "allocated_outbound_connections",
+                self.total_allocated_outbound_connections.to_string(),
+            ),
+            (
+                "allocated_inbound_connections",
+                self.total_allocated_inbound_connections.to_string(),
+            ),
+            ("allocated_socket_connections", active.to_string()),
+            ("tcp_readv_calls", "0".into()),
+            ("tcp_readv_intr", "0".into()),
+            ("tcp_readv_bytes", "0".into()),
+            ("tcp_writev_calls", "0".into()),
+            ("tcp_writev_intr", "0".into()),
+            ("tcp_writev_bytes", "0".into()),
+            ("free_later_size", "0".into()),
+            ("free_later_total", "0".into()),
+            ("accept_calls_failed", "0".into()),
+            ("accept_nonblock_set_failed", "0".into()),
+            (
+                "accept_connection_limit_failed",
+                accepted_failed.to_string(),
+            ),
+            ("accept_rate_limit_failed", "0".into()),
+            ("accept_init_accepted_failed", "0".into()),
+            ("<<<<<<connections<<<<<<", "end".into()),
+            (">>>>>>raw_msg>>>>>>", "start".into()),
+            ("rwm_total_msgs", "0".into()),
+            ("rwm_total_msg_parts", "0".into()),
+            ("<<<<<<raw_msg<<<<<<", "end".into()),
+            (">>>>>>raw_msg_buffer>>>>>>", "start".into()),
+            (
+                "total_used_buffers_size",
+                self.total_network_buffers_used_size.to_string(),
+            ),
+            ("total_used_buffers", "0".into()),
+            (
+                "allocated_buffer_bytes",
+                self.total_network_buffers_used_size.to_string(),
+            ),
+            ("buffer_chunk_alloc_ops", "0".into()),
+            ("allocated_buffer_chunks", "0".into()),
+            ("max_allocated_buffer_chunks", "0".into()),
+            ("max_buffer_chunks", "0".into()),
+            ("max_allocated_buffer_bytes", i.msg_buffers_size.to_string()),
+            ("<<<<<<raw_msg_buffer<<<<<<", "end".into()),
+            (">>>>>>tl_parse>>>>>>", "start".into()),
+            ("rpc_queries_received", "0".into()),
+            ("rpc_answers_error", "0".into()),
+            ("rpc_answers_received", "0".into()),
+            ("rpc_sent_errors", "0".into()),
+            ("rpc_sent_answers", "0".into()),
+            ("rpc_sent_queries", "0".into()),
+            ("tl_in_allocated", "0".into()),
+            ("tl_out_allocated", "0".into()),
+            ("rpc_qps", "0.000000".into()),
+            ("default_rpc_flags", "2048".into()),
+            ("<<<<<<tl_parse<<<<<<", "end".into()),
+            (">>>>>>crypto_aes>>>>>>", "start".into()),
+            (
+                "allocated_aes_crypto",
+                self.total_encrypted_connections.to_string(),
+            ),
+            ("allocated_aes_crypto_temp", "0".into()),
+            ("aes_pwd_hash", i.aes_pwd_hash.clone()),
+            ("<<<<<<crypto_aes<<<<<<", "end".into()),
+            (">>>>>>crypto_dh>>>>>>", "start".into()),
+            ("tot_dh_rounds", "0 0 0".into()),
+            ("<<<<<<crypto_dh<<<<<<", "end".into()),
+            (">>>>>>jobs>>>>>>", "start".into()),
+            ("thread_average_idle_percent", per_thread.into()),
+            ("thread_recent_idle_percent", per_thread.into()),
+            ("tot_threads", threads),
+            ("thread_load_average_user", per_thread.into()),
+            ("thread_load_average_sys", per_thread.into()),
+            ("thread_load_average", per_thread.into()),
+            ("thread_load_recent_user", per_thread.into()),
+            ("thread_load_recent_sys", per_thread.into()),
+            ("thread_load_recent", per_thread.into()),
+            ("load_average_user", zero3.into()),
+            ("load_average_sys", zero3.into()),
+            ("load_average_total", zero3.into()),
+            ("load_recent_user", zero3.into()),
+            ("load_recent_sys", zero3.into()),
+            ("load_recent_total", zero3.into()),
+            ("max_average_user", zero3.into()),
+            ("max_average_sys", zero3.into()),
+            ("max_average_total", zero3.into()),
+            ("max_recent_user", zero3.into()),
+            ("max_recent_sys", zero3.into()),
+            ("max_recent_total", zero3.into()),
+            ("job_timers_allocated", "0".into()),
+            ("jobs_created", "0".into()),
+            ("jobs_active", "0".into()),
+            ("jobs_running", "0 0 0 0  0 0 0 0  0 0 0 0  0 0 0 0".into()),
+            ("jobs_allocated_memory", "0".into()),
+            ("timer_ops", "0".into()),
+            ("timer_ops_scheduler", "0".into()),
+            ("<<<<<<jobs<<<<<<", "end".into()),
+            (">>>>>>mp_queue>>>>>>", "start".into()),
+            ("mpq_blocks_allocated", "0".into()),
+            ("mpq_blocks_allocated_max", "0".into()),
+            ("mpq_blocks_allocations", "0".into()),
+            ("mpq_blocks_true_allocations", "0".into()),
+            ("mpq_blocks_wasted", "0".into()),
+            ("mpq_blocks_prepared", "0".into()),
+            ("mpq_small_blocks_allocated", "0".into()),
+            ("mpq_small_blocks_allocated_max", "0".into()),
+            ("mpq_active", "0".into()),
+            ("mpq_allocated", "0".into()),
+            ("<<<<<<mp_queue<<<<<<", "end".into()),
+            (">>>>>>timers>>>>>>", "start".into()),
+            ("event_timer_insert_ops", "0".into()),
+            ("event_timer_remove_ops", "0".into()),
+            ("event_timer_alarms", "0".into()),
+            ("total_timers", "0".into()),
+            ("<<<<<<timers<<<<<<", "end".into()),
+            (">>>>>>rpc_targets>>>>>>", "start".into()),
+            (
+                "total_rpc_targets",
+                self.total_allocated_targets.to_string(),
+            ),
+            (
+                "total_connections_in_rpc_targets",
+                self.ready_outbound_connections.to_string(),
+            ),
+            ("<<<<<<rpc_targets<<<<<<", "end".into()),
+            ("stats_generate_time", "0.000000".into()),
+        ];
+        for (k, v) in &engine {
+            kv(k, v);
+        }
         kv("vmsize_bytes", &i.vmsize_bytes);
         kv("vmrss_bytes", &i.vmrss_bytes);
         kv("vmdata_bytes", &i.vmdata_bytes);
@@ -239,10 +466,20 @@ impl Snapshot {
             "total_network_buffers_used_size",
             &self.total_network_buffers_used_size,
         );
+        kv(
+            "total_network_buffers_allocated_bytes",
+            &self.total_network_buffers_used_size,
+        );
+        kv("total_network_buffers_used", &0);
+        kv("total_network_buffer_chunks_allocated", &0);
+        kv("total_network_buffer_chunks_allocated_max", &0);
         kv("mtproto_proxy_errors", &self.mtproto_proxy_errors);
         kv("connections_failed_lru", &self.connections_failed_lru);
         kv("connections_failed_flood", &self.connections_failed_flood);
+        kv("http_connections", &0);
+        kv("pending_http_queries", &0);
         kv("http_queries", &self.http_queries);
+        kv("http_bad_headers", &0);
         let http_qps = if uptime > 0 {
             self.http_queries as f64 / uptime as f64
         } else {
@@ -251,14 +488,12 @@ impl Snapshot {
         kv("http_qps", &format!("{http_qps:.6}"));
         kv("proxy_mode", &2);
         kv("proxy_tag_set", &u8::from(i.proxy_tag_set));
-        kv("aes_pwd_hash", &i.aes_pwd_hash);
         // Keys beyond C's block (ours), after C's so C parsers see their keys first.
         for (k, v) in [
             (
                 "outbound_connections_created",
                 self.outbound_connections_created,
             ),
-            ("total_connect_failures", self.total_connect_failures),
             (
                 "inbound_connections_accepted",
                 self.inbound_connections_accepted,

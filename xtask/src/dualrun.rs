@@ -113,16 +113,25 @@ impl Dualrun {
 /// Builds the release `mtproto-proxy` with the same cargo and returns its path.
 fn build_candidate(root: &std::path::Path) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("[dualrun] building the candidate: cargo build --release -p mtproxy --bin mtproto-proxy");
+    eprintln!(
+        "[dualrun] building the candidate: cargo build --release -p mtproxy --bin mtproto-proxy"
+    );
     let status = std::process::Command::new(cargo)
         .current_dir(root)
-        .args(["build", "--release", "-p", "mtproxy", "--bin", "mtproto-proxy"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "mtproxy",
+            "--bin",
+            "mtproto-proxy",
+        ])
         .status()
         .context("running cargo build")?;
     if !status.success() {
         bail!("building the candidate failed ({status})");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     Ok(target.join("release").join("mtproto-proxy"))
 }

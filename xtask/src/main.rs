@@ -1,5 +1,7 @@
 //! `cargo xtask <command>`: the project's automation, one module per subcommand.
 //!
+//! * `dualrun` — run the reference (C build) and the candidate side by side on the same
+//!   seeded workload and write `artifacts/dualrun/dualrun-report.json` (exit 1 on FAIL).
 //! * `vectors` — replay every vector family, print a count per family and write
 //!   `artifacts/vectors/vectors-report.json`; fails when any vector fails.
 //! * `tidy` — the source checks that also run as tests under `cargo test` (the protocol
@@ -17,6 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod dualrun;
 mod tidy;
 mod time;
 mod vectors;
@@ -32,6 +35,8 @@ struct Xtask {
 /// The subcommands, one module each.
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the reference and the candidate side by side and write the gating report.
+    Dualrun(dualrun::Dualrun),
     /// Replay every vector family and write artifacts/vectors/vectors-report.json.
     Vectors(vectors::Vectors),
     /// Run the source checks (also run as tests by `cargo test`).
@@ -41,6 +46,7 @@ enum Command {
 impl Command {
     fn run(self) -> anyhow::Result<()> {
         match self {
+            Command::Dualrun(cmd) => cmd.run(),
             Command::Vectors(cmd) => cmd.run(),
             Command::Tidy(cmd) => cmd.run(),
         }

@@ -358,6 +358,7 @@ async fn serve_link(shared: &Arc<Shared>, target: &Arc<Target>, stream: TcpStrea
     });
     let c = &shared.counters;
     inc(&c.total_encrypted_connections);
+    inc(&c.ready_outbound_connections);
     {
         let mut ready = lock(&target.ready);
         ready.push(conn.clone());
@@ -389,6 +390,7 @@ async fn serve_link(shared: &Arc<Shared>, target: &Arc<Target>, stream: TcpStrea
         }
     }
     dec(&c.total_encrypted_connections);
+    dec(&c.ready_outbound_connections);
     let clients: Vec<ClientHandle> = lock(&conn.clients).drain().map(|(_, h)| h).collect();
     tracing::info!(target_addr = %target.addr, reason, clients = clients.len(), "disconnected from RPC middle-end");
     for h in clients {

@@ -118,6 +118,10 @@ pub async fn serve_clients(
     let tracker = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(shared.settings.max_client_connections));
     let conn_cancel = CancellationToken::new();
+    shared
+        .counters
+        .listening_connections
+        .store(listeners.len() as i64, std::sync::atomic::Ordering::Relaxed);
     for l in listeners {
         tracker.spawn(accept_loop(
             shared.clone(),

@@ -1,0 +1,319 @@
+//! The traffic driver of the dual-run: one [`FakeMe`] per side and instance group, and
+//! the client simulator replaying the seeded workload against each proxy.
+//!
+//! Both sides get byte-identical sessions (same transports, dcs, packets and quick-ack
+//! requests, same client randomness); the FakeMe answers are a pure function of the
+//! request (echo, plus a SIMPLE_ACK whose confirm is derived from the payload), so what
+//! the two sides' clients receive can be compared byte for byte.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use mtproxy::protocol::fake_tls::HelloShape;
+use mtproxy::protocol::transport::Transport as CoreTransport;
+use tokio::sync::Semaphore;
+
+use crate::client::{self, ClientConfig, SimClient, SimError};
+use crate::dualrun::{BoxFuture, Driver, InstanceConfig, PhaseResult, SidePrep};
+use crate::fake_me::FakeMe;
+use crate::metrics::Recorder;
+use crate::process::ProxyProcess;
+use crate::transcript::{
+    ClientEvent, ClientRecord, MeRecord, ProbeRecord, Reaction, SessionEnd, Side, Transport,
+};
+use crate::workload::{Phase, Probe, ProbeClass, Session};
+
+/// How long a probe waits for the proxy's reaction.
+pub const PROBE_WAIT: Duration = Duration::from_secs(2);
+/// How long one request may take before the session counts as timed out.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Middle-end links that must be up before a proxy counts as ready (C's default
+/// `min_connections` for the one target every dc maps to).
+pub const READY_LINKS: usize = 4;
+/// The `-D` domain used for fake-TLS sessions.
+pub const FAKE_TLS_DOMAIN: &str = "localhost";
+
+/// The FakeMe + client-simulator driver.
+#[derive(Default)]
+pub struct SimDriver {
+    mes: Mutex<HashMap<Side, Arc<FakeMe>>>,
+}
+
+impl SimDriver {
+    fn me(&self, side: Side) -> anyhow::Result<Arc<FakeMe>> {
+        self.mes
+            .lock()
+            .map_err(|_| anyhow::anyhow!("driver state poisoned"))?
+            .get(&side)
+            .cloned()
+            .with_context(|| format!("no FakeMe prepared for {}", side.name()))
+    }
+}
+
+fn core_transport(t: Transport) -> CoreTransport {
+    match t {
+        Transport::Abridged => CoreTransport::Abridged,
+        Transport::Intermediate => CoreTransport::Intermediate,
+        Transport::Padded | Transport::FakeTls => CoreTransport::PaddedIntermediate,
+    }
+}
+
+fn client_config(cfg: &InstanceConfig, session: &Session, seed: u64) -> ClientConfig {
+    let mut c = ClientConfig::new(core_transport(session.transport))
+        .dc(session.dc)
+        .seed(seed ^ u64::from(session.id).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .timeout(REQUEST_TIMEOUT);
+    if let Some(s) = cfg.secrets.first() {
+        c = c.secret(*s);
+    }
+    if session.transport == Transport::FakeTls {
+        c = c.fake_tls(FAKE_TLS_DOMAIN, HelloShape::Chrome);
+    }
+    c
+}
+
+/// Runs one session; returns its record and feeds `rec`.
+async fn run_session(
+    addr: SocketAddr,
+    cfg: ClientConfig,
+    session: &Session,
+    rec: &mut Recorder,
+) -> ClientRecord {
+    let mut events = Vec::new();
+    let end = match SimClient::connect(addr, cfg).await {
+        Err(e) => {
+            rec.error(error_class(&e));
+            end_of(&e)
+        }
+        Ok(mut c) => {
+            let mut end = SessionEnd::Completed;
+            for p in &session.packets {
+                match c.request(&p.bytes, p.quick_ack).await {
+                    Ok(x) => {
+                        if let Some(confirm) = x.quick_ack {
+                            events.push(ClientEvent::QuickAck { confirm });
+                        }
+                        rec.success(x.latency, p.bytes.len(), x.answer.len());
+                        events.push(ClientEvent::Packet {
+                            data: x.answer.to_vec(),
+                        });
+                    }
+                    Err(e) => {
+                        rec.error(error_class(&e));
+                        end = end_of(&e);
+                        break;
+                    }
+                }
+            }
+            c.close().await;
+            end
+        }
+    };
+    ClientRecord {
+        session: session.id,
+        transport: session.transport,
+        dc: session.dc,
+        events,
+        end,
+    }
+}
+
+fn error_class(e: &SimError) -> &'static str {
+    match e {
+        SimError::Closed => "closed_by_proxy",
+        SimError::Timeout(_) => "timeout",
+        SimError::Io(_) => "io",
+        SimError::Transport(_) | SimError::Record(_) | SimError::ServerHello(_) => "framing",
+        SimError::Encode(_) | SimError::Config(_) => "client",
+        SimError::Unexpected(_) => "unexpected",
+    }
+}
+
+fn end_of(e: &SimError) -> SessionEnd {
+    match e {
+        SimError::Closed => SessionEnd::ClosedByProxy,
+        SimError::Timeout(_) => SessionEnd::TimedOut,
+        other => SessionEnd::Error(error_class(other).to_string()),
+    }
+}
+
+fn reaction_of(r: client::Reaction) -> Reaction {
+    match r {
+        client::Reaction::Silence => Reaction::Silence,
+        client::Reaction::Closed => Reaction::Close,
+        client::Reaction::Data(_) => Reaction::Relay,
+    }
+}
+
+impl Driver for SimDriver {
+    fn name(&self) -> &str {
+        "fake-me+client-sim"
+    }
+
+    fn prepare<'a>(
+        &'a self,
+        side: Side,
+        config: &'a InstanceConfig,
+    ) -> BoxFuture<'a, anyhow::Result<SidePrep>> {
+        Box::pin(async move {
+            let _ = config;
+            let secret: Vec<u8> = {
+                use rand::RngCore;
+                let mut s = vec![0u8; 128];
+                rand::thread_rng().fill_bytes(&mut s);
+                s
+            };
+            let me = Arc::new(
+                FakeMe::builder()
+                    .secret(secret.clone())
+                    .spawn()
+                    .await
+                    .context("starting the FakeMe")?,
+            );
+            let addr = me.addr();
+            self.mes
+                .lock()
+                .map_err(|_| anyhow::anyhow!("driver state poisoned"))?
+                .insert(side, me.clone());
+            let targets = (1..=5).flat_map(|dc| [(dc, addr), (-dc, addr)]).collect();
+            Ok(SidePrep {
+                me_targets: targets,
+                ready: Some(Box::pin(async move {
+                    me.wait_handshakes(READY_LINKS, Duration::from_secs(15))
+                        .await
+                })),
+                extra_args: Vec::new(),
+                proxy_secret: Some(secret),
+            })
+        })
+    }
+
+    fn run_phase<'a>(
+        &'a self,
+        side: Side,
+        phase: &'a Phase,
+        config: &'a InstanceConfig,
+        target: &'a ProxyProcess,
+    ) -> BoxFuture<'a, anyhow::Result<PhaseResult>> {
+        Box::pin(async move {
+            let me = self.me(side)?;
+            let _ = me.take_records();
+            let addr = target.client_addr();
+            let permits = Arc::new(Semaphore::new(phase.concurrency.max(1)));
+            let started = Instant::now();
+            let mut tasks = tokio::task::JoinSet::new();
+            let seed = phase.sessions.len() as u64;
+            for (i, session) in phase.sessions.iter().enumerate() {
+                let cfg = client_config(config, session, seed);
+                let session = session.clone();
+                let permits = permits.clone();
+                tasks.spawn(async move {
+                    let _permit = permits.acquire_owned().await;
+                    let mut rec = Recorder::new();
+                    let record = run_session(addr, cfg, &session, &mut rec).await;
+                    (i, record, rec)
+                });
+            }
+            let mut records = vec![None; phase.sessions.len()];
+            let mut total = Recorder::new();
+            while let Some(r) = tasks.join_next().await {
+                let (i, record, rec) = r.context("session task")?;
+                total.merge(&rec);
+                if let Some(slot) = records.get_mut(i) {
+                    *slot = Some(record);
+                }
+            }
+            let elapsed = started.elapsed();
+            let me_records = me
+                .take_records()
+                .into_iter()
+                .map(|r| MeRecord {
+                    flags: r.flags,
+                    tag: r.proxy_tag,
+                    payload: r.payload.to_vec(),
+                    dc_hint: None,
+                    conn_id: r.ext_conn_id,
+                    client_addr: r.client,
+                    proxy_addr: r.proxy,
+                })
+                .collect();
+            Ok(PhaseResult {
+                metrics: total.finish(elapsed),
+                me_records,
+                client_records: records.into_iter().flatten().collect(),
+            })
+        })
+    }
+
+    fn run_probes<'a>(
+        &'a self,
+        side: Side,
+        probes: &'a [Probe],
+        config: &'a InstanceConfig,
+        target: &'a ProxyProcess,
+    ) -> BoxFuture<'a, anyhow::Result<Vec<ProbeRecord>>> {
+        Box::pin(async move {
+            let addr = target.client_addr();
+            let mut out = Vec::with_capacity(probes.len());
+            for (i, probe) in probes.iter().enumerate() {
+                if side != Side::Candidate && !probe.send_to_reference {
+                    out.push(ProbeRecord {
+                        class: probe.class.name().to_string(),
+                        reaction: Reaction::NotRun,
+                        detail: "not sent to the reference (it would crash it)".into(),
+                    });
+                    continue;
+                }
+                if target.exit_info().is_some() {
+                    out.push(ProbeRecord {
+                        class: probe.class.name().to_string(),
+                        reaction: Reaction::Crash,
+                        detail: "the proxy had already exited".into(),
+                    });
+                    continue;
+                }
+                let seed = 0x7072_6f62_6500 + i as u64;
+                let mut cfg = ClientConfig::new(CoreTransport::Intermediate)
+                    .seed(seed)
+                    .timeout(PROBE_WAIT);
+                if let Some(s) = config.secrets.first() {
+                    cfg = cfg.secret(*s);
+                }
+                let observed = match probe.class {
+                    ProbeClass::WrongSecret => {
+                        client::wrong_secret(addr, CoreTransport::Intermediate, seed, PROBE_WAIT)
+                            .await
+                    }
+                    ProbeClass::Garbage => client::garbage(addr, 256, seed, PROBE_WAIT).await,
+                    ProbeClass::Http => client::http_get(addr, PROBE_WAIT).await,
+                    ProbeClass::Oversize => client::oversize_frame(addr, cfg, PROBE_WAIT).await,
+                    ProbeClass::ShortPaddedFrame => {
+                        client::short_padded_frame(addr, cfg, 2, PROBE_WAIT).await
+                    }
+                };
+                let (mut reaction, detail) = match observed {
+                    Ok(r) => {
+                        let d = format!("{r:?}");
+                        (reaction_of(r), d)
+                    }
+                    Err(e) if e.is_closed() => (Reaction::Close, e.to_string()),
+                    Err(e) => (Reaction::Close, format!("probe error: {e}")),
+                };
+                if probe.class == ProbeClass::ShortPaddedFrame
+                    && target.wait_exit(Duration::from_secs(1)).await.is_some()
+                {
+                    reaction = Reaction::Crash;
+                }
+                out.push(ProbeRecord {
+                    class: probe.class.name().to_string(),
+                    reaction,
+                    detail,
+                });
+            }
+            Ok(out)
+        })
+    }
+}
