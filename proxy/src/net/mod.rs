@@ -60,6 +60,10 @@ pub struct Settings {
     pub bind_address: Option<IpAddr>,
     /// How long a graceful shutdown waits for connections to finish.
     pub drain_grace: Duration,
+    /// Test-only: bits XORed into every PROXY_REQ's flags, so the parity harness can
+    /// prove it catches a divergence. Set from `MTPROXY_TEST_PLANT_FLAGS` in debug builds
+    /// only; always 0 in release builds.
+    pub planted_flag_xor: u32,
 }
 
 /// C holds a pre-authentication connection forever; we close it after this long.
