@@ -526,6 +526,11 @@ pub fn compare_probes(
             continue;
         };
         checked += 1;
+        notes.push(format!(
+            "{name}: reference {}, candidate {}",
+            r.name(),
+            c.name()
+        ));
         if r != c {
             diffs.push(Difference::new(
                 KIND,
@@ -1070,7 +1075,7 @@ mod tests {
     #[test]
     fn slo_thresholds_scale_with_the_noise_baseline() {
         let mut r = PhaseMetrics {
-            succeeded: 100,
+            succeeded: 1000,
             requests_per_s: 1000.0,
             ..Default::default()
         };
@@ -1083,6 +1088,13 @@ mod tests {
         let cmp = compare_slos("load", &r, &c, &cfg, &quiet, &mut t);
         assert!(!cmp.pass);
         assert_eq!(cmp.differences[0].key, "latency_p99");
+        // A canary-sized phase is not judged on latency (a p99 of 100 samples is noise).
+        let (mut r_small, mut c_small) = (r.clone(), c.clone());
+        r_small.succeeded = 100;
+        c_small.succeeded = 100;
+        let small = compare_slos("canary", &r_small, &c_small, &cfg, &quiet, &mut t);
+        assert!(small.pass, "{:?}", small.differences);
+        assert!(small.details.contains("not judged"));
         let mut noisy = NoiseBaseline::default();
         noisy.phases.insert(
             "load".into(),

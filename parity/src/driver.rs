@@ -148,6 +148,112 @@ fn reaction_of(r: client::Reaction) -> Reaction {
     }
 }
 
+/// A connection id no proxy hands out (C's start at `1 << 22` plus an fd).
+const UNKNOWN_CONN_ID: i64 = 0x7eee_0000_0000_0001;
+
+impl SimDriver {
+    /// Runs a middle-end fault probe; `None` for the client-side classes.
+    async fn me_fault(
+        &self,
+        side: Side,
+        class: ProbeClass,
+        addr: SocketAddr,
+        cfg: &ClientConfig,
+    ) -> Option<(Reaction, String)> {
+        let me = match self.me(side) {
+            Ok(m) => m,
+            Err(e) => return Some((Reaction::NotRun, e.to_string())),
+        };
+        let wait = Duration::from_secs(3);
+        let r = match class {
+            ProbeClass::MePing => {
+                let before = me.pongs().len();
+                match me.send_ping(0x5049_4e47).await {
+                    Ok(0) => (Reaction::NotRun, "no ready link to ping".into()),
+                    Ok(n) => match me.wait_pongs(before + n, wait).await {
+                        Ok(p) => (
+                            Reaction::Relay,
+                            format!("{} PONG(s) for {n} PING(s)", p.len() - before),
+                        ),
+                        Err(e) => (Reaction::Silence, e.to_string()),
+                    },
+                    Err(e) => (Reaction::NotRun, e.to_string()),
+                }
+            }
+            ProbeClass::MeUnknownAnswer => {
+                let before = me.close_conns().len();
+                match me
+                    .send_proxy_ans(UNKNOWN_CONN_ID, bytes::Bytes::from_static(&[0u8; 16]))
+                    .await
+                {
+                    Ok(_) => match me.wait_close_conns(before + 1, wait).await {
+                        Ok(c) if c.iter().any(|x| x.conn_id == UNKNOWN_CONN_ID) => {
+                            (Reaction::Relay, "CLOSE_CONN for the unknown id".into())
+                        }
+                        Ok(_) => (Reaction::Silence, "CLOSE_CONN for another id".into()),
+                        Err(e) => (Reaction::Silence, e.to_string()),
+                    },
+                    Err(e) => (Reaction::NotRun, e.to_string()),
+                }
+            }
+            ProbeClass::MeCloseExt | ProbeClass::MeDrop => {
+                let mut c = match SimClient::connect(addr, cfg.clone()).await {
+                    Ok(c) => c,
+                    Err(e) => return Some((Reaction::NotRun, format!("connect: {e}"))),
+                };
+                let payload = client::encrypted_message(
+                    &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(9),
+                    64,
+                );
+                if let Err(e) = c.request(&payload, false).await {
+                    return Some((Reaction::NotRun, format!("first request: {e}")));
+                }
+                let conn_id = me
+                    .records()
+                    .iter()
+                    .rev()
+                    .find(|r| r.payload.as_ref() == payload.as_slice())
+                    .map(|r| r.ext_conn_id);
+                if class == ProbeClass::MeCloseExt {
+                    let Some(id) = conn_id else {
+                        return Some((Reaction::NotRun, "request not seen by the FakeMe".into()));
+                    };
+                    if let Err(e) = me.close_ext(id).await {
+                        return Some((Reaction::NotRun, e.to_string()));
+                    }
+                    if c.closed_within(wait).await {
+                        (Reaction::Close, "client closed after CLOSE_EXT".into())
+                    } else {
+                        (
+                            Reaction::Silence,
+                            "client still open after CLOSE_EXT".into(),
+                        )
+                    }
+                } else {
+                    let handshakes = me.handshakes();
+                    let dropped = me.drop_all().await;
+                    let closed = c.closed_within(wait).await;
+                    let back = me
+                        .wait_handshakes(handshakes + 1, Duration::from_secs(15))
+                        .await
+                        .is_ok();
+                    let reaction = if closed {
+                        Reaction::Close
+                    } else {
+                        Reaction::Silence
+                    };
+                    (
+                        reaction,
+                        format!("{dropped} link(s) dropped; client closed: {closed}; links back: {back}"),
+                    )
+                }
+            }
+            _ => return None,
+        };
+        Some(r)
+    }
+}
+
 impl Driver for SimDriver {
     fn name(&self) -> &str {
         "fake-me+client-sim"
@@ -282,6 +388,15 @@ impl Driver for SimDriver {
                 if let Some(s) = config.secrets.first() {
                     cfg = cfg.secret(*s);
                 }
+                if let Some(me_probe) = self.me_fault(side, probe.class, addr, &cfg).await {
+                    let (reaction, detail) = me_probe;
+                    out.push(ProbeRecord {
+                        class: probe.class.name().to_string(),
+                        reaction,
+                        detail,
+                    });
+                    continue;
+                }
                 let observed = match probe.class {
                     ProbeClass::WrongSecret => {
                         client::wrong_secret(addr, CoreTransport::Intermediate, seed, PROBE_WAIT)
@@ -293,6 +408,10 @@ impl Driver for SimDriver {
                     ProbeClass::ShortPaddedFrame => {
                         client::short_padded_frame(addr, cfg, 2, PROBE_WAIT).await
                     }
+                    ProbeClass::MePing
+                    | ProbeClass::MeUnknownAnswer
+                    | ProbeClass::MeCloseExt
+                    | ProbeClass::MeDrop => unreachable!("handled by me_fault"),
                 };
                 let (mut reaction, detail) = match observed {
                     Ok(r) => {

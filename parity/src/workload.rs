@@ -131,6 +131,17 @@ pub enum ProbeClass {
     Oversize,
     /// A plain HTTP request on the client port.
     Http,
+    /// The middle end sends RPC_PING on every link: the proxy must answer RPC_PONG
+    /// ("relay": the proxy answered the middle end).
+    MePing,
+    /// The middle end sends RPC_PROXY_ANS for a connection id the proxy never used: the
+    /// proxy must answer RPC_CLOSE_CONN ("relay") and count a dropped response.
+    MeUnknownAnswer,
+    /// The middle end sends RPC_CLOSE_EXT for a live client: that client is closed.
+    MeCloseExt,
+    /// The middle end drops every link: pinned clients are closed, and the proxy
+    /// reconnects (the probe waits for the links to come back before going on).
+    MeDrop,
     /// Padded transport, frame length 1..3: aborts the C process (§4.3). Sent to the reference
     /// only when the run explicitly tests that crash.
     ShortPaddedFrame,
@@ -138,11 +149,15 @@ pub enum ProbeClass {
 
 impl ProbeClass {
     /// All classes, in the order they run (the crash probe last).
-    pub const ALL: [ProbeClass; 5] = [
+    pub const ALL: [ProbeClass; 9] = [
         ProbeClass::WrongSecret,
         ProbeClass::Garbage,
         ProbeClass::Oversize,
         ProbeClass::Http,
+        ProbeClass::MePing,
+        ProbeClass::MeUnknownAnswer,
+        ProbeClass::MeCloseExt,
+        ProbeClass::MeDrop,
         ProbeClass::ShortPaddedFrame,
     ];
 
@@ -153,6 +168,10 @@ impl ProbeClass {
             ProbeClass::Garbage => "garbage",
             ProbeClass::Oversize => "oversize",
             ProbeClass::Http => "http",
+            ProbeClass::MePing => "me_ping",
+            ProbeClass::MeUnknownAnswer => "me_unknown_answer",
+            ProbeClass::MeCloseExt => "me_close_ext",
+            ProbeClass::MeDrop => "me_drop",
             ProbeClass::ShortPaddedFrame => "short_padded_frame",
         }
     }
@@ -161,7 +180,8 @@ impl ProbeClass {
     pub fn reference_reaction(self) -> Reaction {
         match self {
             ProbeClass::WrongSecret | ProbeClass::Garbage | ProbeClass::Http => Reaction::Silence,
-            ProbeClass::Oversize => Reaction::Close,
+            ProbeClass::Oversize | ProbeClass::MeCloseExt | ProbeClass::MeDrop => Reaction::Close,
+            ProbeClass::MePing | ProbeClass::MeUnknownAnswer => Reaction::Relay,
             ProbeClass::ShortPaddedFrame => Reaction::Crash,
         }
     }
