@@ -9,7 +9,7 @@ use parity::client::encrypted_message;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::support::{each_target, num, Rig, Setup, Target, LINKS_PER_TARGET};
+use crate::support::{each_target, note, num, Rig, Setup, Target, LINKS_PER_TARGET};
 
 /// C retries after ~1.1 s, then ~1.6 s, … (§5.1); recovery must come well within this.
 const RECOVERY: Duration = Duration::from_secs(10);
@@ -30,6 +30,7 @@ async fn loss_and_recovery(target: &Target) -> anyhow::Result<()> {
         pinned.push(c);
     }
     let before = me.handshakes();
+    let lost_at = std::time::Instant::now();
     let dropped = me.drop_all().await;
     ensure!(dropped >= 1, "no link to drop");
     for (i, c) in pinned.iter_mut().enumerate() {
@@ -46,6 +47,11 @@ async fn loss_and_recovery(target: &Target) -> anyhow::Result<()> {
         me.wait_handshakes(before + LINKS_PER_TARGET.min(dropped), RECOVERY),
     )
     .await?;
+    note(&format!(
+        "{}: {dropped} ME links dropped; a full set of new handshakes {:?} later",
+        target.name(),
+        lost_at.elapsed()
+    ));
     rig.wait_stats("a ready target again", RECOVERY, |s| {
         num(s, "total_ready_targets").is_ok_and(|v| v >= 1)
     })

@@ -29,6 +29,8 @@ pub const TAG: [u8; 16] = [
 pub const READY_TIMEOUT: Duration = Duration::from_secs(25);
 /// The bound on one client round trip.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Start attempts when a fixture port was taken before the proxy could bind it.
+const PORT_RACE_ATTEMPTS: u32 = 4;
 /// C opens this many links per target and process (§5.1).
 pub const LINKS_PER_TARGET: usize = 4;
 
@@ -186,7 +188,51 @@ pub type Stats = BTreeMap<String, String>;
 impl Rig {
     /// Starts the FakeMes and the proxy; resolves once every FakeMe saw its handshakes and
     /// the proxy reports every target ready.
+    ///
+    /// The fixture picks OS-chosen ports by binding port 0 and releasing it; another
+    /// process's outgoing connection can take such a port before the proxy binds it. A
+    /// start-up that died of "Address already in use" is therefore retried with new
+    /// ports (a few times); any other failure is returned at once.
     pub async fn start(target: &Target, setup: Setup) -> anyhow::Result<Rig> {
+        let mut attempt = 1;
+        loop {
+            match Self::try_start(target, setup.clone()).await {
+                Ok(rig) => return Ok(rig),
+                Err((_, true)) if attempt < PORT_RACE_ATTEMPTS => attempt += 1,
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// One start attempt; the flag says whether it lost a port race.
+    async fn try_start(target: &Target, setup: Setup) -> Result<Rig, (anyhow::Error, bool)> {
+        // With `-l FILE` the candidate logs there, not to the captured stderr.
+        let log_file = setup
+            .extra_args
+            .iter()
+            .position(|a| a == "-l")
+            .and_then(|i| setup.extra_args.get(i + 1))
+            .map(PathBuf::from);
+        let mut proxy = None;
+        let r = Self::try_start_inner(target, setup, &mut proxy).await;
+        r.map_err(|e| {
+            const TAKEN: &str = "Address already in use";
+            let raced = proxy.as_ref().is_some_and(|p: &ProxyProcess| {
+                p.exit_info().is_some()
+                    && (p.log_lines().iter().any(|l| l.line.contains(TAKEN))
+                        || log_file.as_ref().is_some_and(|f| {
+                            std::fs::read_to_string(f).is_ok_and(|t| t.contains(TAKEN))
+                        }))
+            });
+            (e, raced)
+        })
+    }
+
+    async fn try_start_inner(
+        target: &Target,
+        setup: Setup,
+        slot: &mut Option<ProxyProcess>,
+    ) -> anyhow::Result<Rig> {
         let mut proxy_secret = vec![0u8; 128];
         rand::thread_rng().fill_bytes(&mut proxy_secret);
         let mut mes = Vec::with_capacity(setup.mes);
@@ -226,7 +272,7 @@ impl Rig {
         for (k, v) in &setup.env {
             b = b.env(k, v);
         }
-        let proxy = b.spawn().await?;
+        let proxy = slot.insert(b.spawn().await?);
         proxy.wait_ready(READY_TIMEOUT).await?;
         // Every FakeMe whose address is routed must see its links come up.
         for m in mes.iter().filter(|m| targets.contains(&m.addr())) {
@@ -237,7 +283,7 @@ impl Rig {
         let rig = Rig {
             target: target.clone(),
             mes,
-            proxy,
+            proxy: slot.take().context("proxy slot")?,
             secrets: setup.secrets,
         };
         let n = targets.len() as i64;
