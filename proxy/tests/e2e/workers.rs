@@ -11,7 +11,9 @@ use parity::client::encrypted_message;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::support::{children_of, each_target, num, poll, Rig, Setup, Target, LINKS_PER_TARGET};
+use crate::support::{
+    children_of, each_target, num, poll, Rig, Scratch, Setup, Target, LINKS_PER_TARGET, SECRET,
+};
 
 const WORKERS: usize = 2;
 
@@ -117,6 +119,97 @@ async fn killed_worker(target: &Target) -> anyhow::Result<()> {
 async fn killed_worker_is_respawned() {
     each_target("killed_worker_is_respawned", |t| async move {
         killed_worker(&t).await
+    })
+    .await;
+}
+
+/// Starts `-M 2` with its output on pipes, waits until master and workers reached their
+/// main loop, closes the pipes (whoever read the output is gone), SIGKILLs the master and
+/// waits for the workers to exit.
+async fn orphaned_workers(target: &Target) -> anyhow::Result<()> {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    let dir = Scratch::new("orphans")?;
+    let conf = dir.join("proxy-multi.conf");
+    let secret = dir.join("proxy-secret");
+    // Nothing listens on port 1: the ME links are refused, which keeps this loopback-only.
+    std::fs::write(&conf, "default 2;\nproxy_for 2 127.0.0.1:1;\n")?;
+    std::fs::write(&secret, [0x42u8; 128])?;
+    let port = parity::process::free_port()?;
+    let mut child = tokio::process::Command::new(&target.binary)
+        .args(["-u", "nobody", "-c", "4096", "-H", &port.to_string()])
+        .args(["--address", "127.0.0.1", "-S", &hex::encode(SECRET)])
+        .arg("--aes-pwd")
+        .arg(&secret)
+        .arg(&conf)
+        .args(["-M", &WORKERS.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().context("master pid")?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    let up = tokio::time::timeout(Duration::from_secs(15), async {
+        let mut loops = 0;
+        while let Some(l) = lines.next_line().await? {
+            loops += usize::from(l.contains("main loop"));
+            seen.push(l);
+            if loops > WORKERS {
+                return anyhow::Ok(());
+            }
+        }
+        anyhow::bail!("output ended before every process reached its main loop")
+    })
+    .await;
+    let kids = children_of(pid);
+    let cleanup = |kids: &[u32]| {
+        for k in kids {
+            let _ = kill(Pid::from_raw(*k as i32), Signal::SIGKILL);
+        }
+    };
+    if !matches!(up, Ok(Ok(()))) || kids.len() != WORKERS {
+        cleanup(&kids);
+        anyhow::bail!(
+            "{}: -M {WORKERS} did not come up ({up:?}, children {kids:?}):\n{}",
+            target.name(),
+            seen.join("\n")
+        );
+    }
+    // The reader of the output goes away, then the master dies.
+    drop(lines);
+    drop(child.stdout.take());
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL)?;
+    let _ = child.wait().await;
+    let gone = poll(
+        "the orphaned workers exiting",
+        Duration::from_secs(15),
+        || {
+            kids.iter()
+                .all(|k| !std::path::Path::new(&format!("/proc/{k}")).exists())
+                .then_some(())
+        },
+    )
+    .await;
+    cleanup(&kids);
+    gone.with_context(|| {
+        format!(
+            "{}: workers {kids:?} outlived their SIGKILLed master (output pipes closed)",
+            target.name()
+        )
+    })
+}
+
+/// Workers exit when their master is killed, even when their stderr is a broken pipe
+/// (regression: a failed log write panicked the candidate's control task, so the worker
+/// never noticed and kept serving the port as an orphan).
+#[tokio::test]
+async fn workers_exit_when_the_master_is_killed() {
+    each_target("workers_exit_when_the_master_is_killed", |t| async move {
+        orphaned_workers(&t).await
     })
     .await;
 }
