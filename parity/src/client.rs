@@ -721,7 +721,13 @@ pub async fn oversize_frame(
 }
 
 /// A valid padded-intermediate header, then a frame of length `len` (clamped to 1..=3)
-/// with `len` bytes of payload.
+/// with `len` bytes of payload, followed in the same write by a complete valid frame (a
+/// 56-byte encrypted message).
+///
+/// The valid frame matters twice: the C build parses a frame only once 12 bytes are
+/// buffered (`min_len + 8`), so a bare 5..7-byte short frame is just held there and never
+/// reaches the crashing assert; and a proxy that skipped the short frame instead of closing
+/// would answer the valid one ([`Reaction::Data`]) rather than close.
 ///
 /// **Send this to a C build only when testing its crash**: the C proxy asserts and the
 /// whole process aborts (§4.3, §11.15). The port must close just this connection.
@@ -739,9 +745,12 @@ pub async fn short_padded_frame(
     let len = len.clamp(1, 3);
     let mut c = SimClient::connect(addr, cfg).await?;
     // Built by hand: the core's encoder never produces an empty padded payload.
-    let mut framed = Vec::with_capacity(7);
+    let mut framed = Vec::with_capacity(7 + 60);
     framed.put_u32_le(u32::from(len));
     framed.extend(std::iter::repeat_n(0x5a, usize::from(len)));
+    let valid = encrypted_message(&mut StdRng::seed_from_u64(u64::from(len)), 56);
+    framed.put_u32_le(valid.len() as u32);
+    framed.extend_from_slice(&valid);
     match c.send_plain(&framed).await {
         Err(SimError::Closed) => return Ok(Reaction::Closed),
         r => r?,

@@ -69,12 +69,18 @@ fn open_append(p: &Path) -> io::Result<File> {
 pub struct LineWriter(Arc<Mutex<Sink>>);
 
 impl Write for LineWriter {
+    /// Writes one line; a line that cannot be written is dropped, never an error.
+    ///
+    /// tracing-subscriber reports a failed write with `eprintln!`, which panics when stderr
+    /// is a broken pipe (the reader of our output is gone), so an error here would kill
+    /// whichever task was logging — e.g. a worker's control task, leaving an orphaned
+    /// worker that never notices its master died.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        match &mut *g {
-            Sink::Stderr => io::stderr().write_all(buf)?,
-            Sink::File { file, .. } => file.write_all(buf)?,
-        }
+        let _ = match &mut *g {
+            Sink::Stderr => io::stderr().write_all(buf),
+            Sink::File { file, .. } => file.write_all(buf),
+        };
         Ok(buf.len())
     }
 

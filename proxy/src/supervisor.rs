@@ -72,6 +72,8 @@ pub async fn serve_control(
     snapshot: impl Fn() -> Snapshot + Send + 'static,
     shutdown: CancellationToken,
 ) {
+    // However this task ends (even by a panic), the worker must not outlive its master.
+    let _master_gone = shutdown.clone().drop_guard();
     let _ = control.set_nonblocking(true);
     let Ok(stream) = UnixStream::from_std(control) else {
         shutdown.cancel();

@@ -1,0 +1,201 @@
+//! The `--http-stats` page (§6): C's keys and counters after traffic, 404s, and the
+//! candidate's Prometheus `/metrics`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{ensure, Context};
+use mtproxy::protocol::transport::Transport;
+use parity::client::{encrypted_message, unencrypted_req_pq_multi};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use crate::support::{each_target, http_get, md5_hex, num, Rig, Setup, Stats, Target, TAG};
+
+/// Keys every build must report (C's names).
+const REQUIRED: [&str; 25] = [
+    "tot_forwarded_queries",
+    "tot_forwarded_responses",
+    "tot_forwarded_simple_acks",
+    "dropped_queries",
+    "dropped_responses",
+    "dropped_simple_acks",
+    "ext_connections",
+    "ext_connections_created",
+    "total_special_connections",
+    "total_max_special_connections",
+    "total_ready_targets",
+    "total_declared_targets",
+    "config_filename",
+    "config_loaded_at",
+    "config_size",
+    "config_md5",
+    "config_auth_clusters",
+    "aes_pwd_hash",
+    "workers",
+    "proxy_tag_set",
+    "window_clamp",
+    "connections_failed_lru",
+    "connections_failed_flood",
+    "vmrss_bytes",
+    "version",
+];
+
+fn parse_body(body: &str) -> anyhow::Result<Stats> {
+    let mut m = BTreeMap::new();
+    for line in body.lines().filter(|l| !l.is_empty()) {
+        let (k, v) = line
+            .split_once('\t')
+            .with_context(|| format!("/stats line without a tab: {line:?}"))?;
+        m.insert(k.to_string(), v.to_string());
+    }
+    Ok(m)
+}
+
+fn delta(before: &Stats, after: &Stats, key: &str) -> anyhow::Result<i64> {
+    Ok(num(after, key)? - num(before, key)?)
+}
+
+async fn stats_page(target: &Target) -> anyhow::Result<()> {
+    let rig = Rig::start(
+        target,
+        Setup {
+            tag: Some(TAG),
+            ..Setup::default()
+        },
+    )
+    .await?;
+    let before = rig.stats().await?;
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut c = rig.client(Transport::Intermediate, 2, 11).await?;
+    for (p, qa) in [
+        (unencrypted_req_pq_multi(&mut rng), true),
+        (encrypted_message(&mut rng, 64), false),
+        (encrypted_message(&mut rng, 128), true),
+    ] {
+        let ex = rig.step("request", c.request(&p, qa)).await?;
+        ensure!(ex.answer[..] == p[..], "echo differs");
+    }
+    let stats_addr = rig.proxy.stats_addr();
+    let (status, head, body) = rig
+        .step("GET /stats", http_get(stats_addr, "/stats"))
+        .await?;
+    ensure!(status == 200, "GET /stats: {status}\n{head}");
+    ensure!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain"),
+        "GET /stats head: {head}"
+    );
+    let s = parse_body(&body)?;
+    let missing: Vec<_> = REQUIRED.iter().filter(|k| !s.contains_key(**k)).collect();
+    ensure!(missing.is_empty(), "/stats lacks {missing:?}");
+
+    for (key, want) in [
+        ("tot_forwarded_queries", 3),
+        ("tot_forwarded_responses", 3),
+        ("tot_forwarded_simple_acks", 2),
+        ("dropped_queries", 0),
+        ("dropped_responses", 0),
+        ("dropped_simple_acks", 0),
+        ("ext_connections", 1),
+        ("ext_connections_created", 1),
+        ("connections_failed_lru", 0),
+        ("connections_failed_flood", 0),
+    ] {
+        let d = delta(&before, &s, key)?;
+        ensure!(d == want, "{key} moved by {d}, expected {want}");
+    }
+    let conf = std::fs::read(rig.proxy.conf_path())?;
+    let secret = std::fs::read(rig.proxy.secret_path())?;
+    let text = |k: &str| s.get(k).map(String::as_str).unwrap_or("");
+    ensure!(
+        num(&s, "total_special_connections")? >= 1,
+        "total_special_connections"
+    );
+    ensure!(
+        num(&s, "total_max_special_connections")? == 4096,
+        "total_max_special_connections {} (-c 4096)",
+        text("total_max_special_connections")
+    );
+    ensure!(num(&s, "total_ready_targets")? == 1, "total_ready_targets");
+    ensure!(
+        num(&s, "total_declared_targets")? == 1,
+        "total_declared_targets"
+    );
+    ensure!(
+        text("config_filename") == rig.proxy.conf_path().display().to_string(),
+        "config_filename {}",
+        text("config_filename")
+    );
+    let now = mtproxy::app::unix_now();
+    let loaded = num(&s, "config_loaded_at")?;
+    ensure!(
+        (now - 120..=now + 5).contains(&loaded),
+        "config_loaded_at {loaded}, now {now}"
+    );
+    ensure!(num(&s, "config_size")? == conf.len() as i64, "config_size");
+    ensure!(
+        text("config_md5") == md5_hex(&conf),
+        "config_md5 {}",
+        text("config_md5")
+    );
+    // dcs ±1..±5: ten clusters.
+    ensure!(
+        num(&s, "config_auth_clusters")? == 10,
+        "config_auth_clusters"
+    );
+    ensure!(
+        text("aes_pwd_hash") == md5_hex(&secret),
+        "aes_pwd_hash {} is not the MD5 of the proxy-secret",
+        text("aes_pwd_hash")
+    );
+    ensure!(num(&s, "workers")? == 0, "workers");
+    ensure!(num(&s, "proxy_tag_set")? == 1, "proxy_tag_set");
+    ensure!(num(&s, "window_clamp")? == 131_072, "window_clamp");
+    ensure!(num(&s, "vmrss_bytes")? > 0, "vmrss_bytes");
+    ensure!(
+        text("version").starts_with("mtproxy"),
+        "version {}",
+        text("version")
+    );
+
+    // The binding ends with the client.
+    c.close().await;
+    rig.wait_stats("ext_connections back to 0", Duration::from_secs(5), |s| {
+        num(s, "ext_connections").is_ok_and(|v| v == num(&before, "ext_connections").unwrap_or(0))
+    })
+    .await?;
+
+    for path in ["/foo", "/stats?x", "/"] {
+        let (status, _, _) = http_get(stats_addr, path).await?;
+        ensure!(status == 404, "GET {path}: {status}, expected 404");
+    }
+    if target.is_candidate() {
+        let (status, head, body) = http_get(stats_addr, "/metrics").await?;
+        ensure!(status == 200, "GET /metrics: {status}");
+        ensure!(
+            head.to_ascii_lowercase()
+                .contains("content-type: text/plain"),
+            "GET /metrics head: {head}"
+        );
+        ensure!(
+            body.lines().any(|l| l == "mtproxy_tot_forwarded_queries 3"),
+            "/metrics lacks `mtproxy_tot_forwarded_queries 3`:\n{body}"
+        );
+        ensure!(
+            body.contains("# TYPE mtproxy_tot_forwarded_queries"),
+            "/metrics lacks the TYPE line"
+        );
+    }
+    rig.alive()
+}
+
+/// Scenario 11: `GET /stats` answers C's keys with counters that moved as traffic did;
+/// other paths get 404; the candidate also serves Prometheus text at `/metrics`.
+#[tokio::test]
+async fn stats_page_reports_c_keys_and_counters() {
+    each_target("stats_page_reports_c_keys_and_counters", |t| async move {
+        stats_page(&t).await
+    })
+    .await;
+}
