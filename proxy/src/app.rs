@@ -153,6 +153,9 @@ pub struct App {
     worker: Option<WorkerBootstrap>,
     /// Cancelled on SIGTERM/SIGINT (or when a worker's master is gone).
     shutdown: CancellationToken,
+    /// Cancelled once the clients have drained: the middle-end links outlive the drain so
+    /// that answers still in flight reach their clients.
+    links: CancellationToken,
 }
 
 impl App {
@@ -192,6 +195,7 @@ impl App {
             start_time: unix_now(),
             worker,
             shutdown: CancellationToken::new(),
+            links: CancellationToken::new(),
         })
     }
 
@@ -323,7 +327,7 @@ impl App {
         };
         self.drop_privileges()?;
         let conf = lock(&self.config).conf.clone();
-        MePool::apply(&shared, conf, &shutdown);
+        MePool::apply(&shared, conf, &self.links);
         let listeners = std_listeners
             .into_iter()
             .map(tokio::net::TcpListener::from_std)
@@ -375,6 +379,7 @@ impl App {
             serving,
         )
         .await;
+        self.links.cancel();
         Ok(code)
     }
 
@@ -560,7 +565,7 @@ impl App {
         match load_config_file(&self.opts.config_file) {
             Ok(new) => {
                 if let Some(sh) = shared {
-                    MePool::apply(sh, new.conf.clone(), &self.shutdown);
+                    MePool::apply(sh, new.conf.clone(), &self.links);
                     crate::stats::inc(&sh.counters.config_reloads);
                 }
                 if let Some(m) = master {

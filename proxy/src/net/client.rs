@@ -37,13 +37,26 @@ use crate::stats::{dec, inc};
 
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Serves one accepted client until it closes, misbehaves or `cancel` fires.
+/// Cancellation of one client task.
+///
+/// `draining` fires when the proxy stops (SIGTERM): a client still before its header is
+/// closed at once, a relaying client as soon as every packet it forwarded has been
+/// answered. `hard` fires when the drain grace is over: everything closes.
+#[derive(Debug, Clone)]
+pub struct ClientCancel {
+    /// The proxy is shutting down.
+    pub draining: CancellationToken,
+    /// The drain grace is over.
+    pub hard: CancellationToken,
+}
+
+/// Serves one accepted client until it closes, misbehaves or the proxy stops.
 pub async fn serve(
     mut stream: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
     shared: Arc<Shared>,
-    cancel: CancellationToken,
+    cancel: ClientCancel,
 ) {
     let c = &shared.counters;
     inc(&c.total_special_connections);
@@ -82,7 +95,7 @@ async fn run(
     peer: SocketAddr,
     local: SocketAddr,
     shared: &Arc<Shared>,
-    cancel: &CancellationToken,
+    cancel: &ClientCancel,
 ) -> Outcome {
     let settings = &shared.settings;
     let deadline = tokio::time::Instant::now() + settings.pre_auth_timeout;
@@ -92,7 +105,7 @@ async fn run(
         Ok::<_, std::io::Error>(())
     };
     tokio::select! {
-        () = cancel.cancelled() => return Outcome::Shutdown,
+        () = cancel.draining.cancelled() => return Outcome::Shutdown,
         () = tokio::time::sleep_until(deadline) => {
             inc(&shared.counters.handshake_timeouts);
             return Outcome::PreAuthTimeout;
@@ -103,7 +116,7 @@ async fn run(
     else {
         inc(&shared.counters.bad_secret_connections);
         tracing::debug!(%peer, "obfuscated2 header matches no secret: skip mode");
-        return skip_mode(stream, deadline, shared, cancel).await;
+        return skip_mode(stream, deadline, shared, &cancel.draining).await;
     };
     inc(&shared.counters.total_encrypted_connections);
     let outcome = relay(stream, peer, local, shared, cancel, hs).await;
@@ -151,6 +164,9 @@ struct Session<'a> {
     binding: Option<Binding>,
     handle: ClientHandle,
     out: BytesMut,
+    /// Packets forwarded and not yet answered (a shutdown waits for them, bounded by
+    /// the drain grace; an MTProto request may legitimately get no answer).
+    in_flight: usize,
 }
 
 async fn relay(
@@ -158,7 +174,7 @@ async fn relay(
     peer: SocketAddr,
     local: SocketAddr,
     shared: &Arc<Shared>,
-    cancel: &CancellationToken,
+    cancel: &ClientCancel,
     hs: obfuscated2::ServerHandshake,
 ) -> Outcome {
     let obfuscated2::ServerHandshake {
@@ -187,14 +203,23 @@ async fn relay(
             queued: queued.clone(),
         },
         out: BytesMut::with_capacity(4096),
+        in_flight: 0,
     };
     let mut decoder = ServerDecoder::new(transport);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let (mut rd, mut wr) = stream.split();
+    let mut draining = false;
     let outcome = loop {
+        if draining && s.in_flight == 0 {
+            break Outcome::Shutdown;
+        }
         tokio::select! {
             biased;
-            () = cancel.cancelled() => break Outcome::Shutdown,
+            () = cancel.hard.cancelled() => break Outcome::Shutdown,
+            () = cancel.draining.cancelled(), if !draining => {
+                // Stop taking new packets; leave once what was forwarded is answered.
+                draining = true;
+            }
             msg = rx.recv() => {
                 // `s.handle` keeps a sender alive, so the queue never ends here.
                 let Some(first) = msg else { break Outcome::ClosedByMe };
@@ -204,7 +229,7 @@ async fn relay(
                     Err(_) => break Outcome::IoError,
                 }
             }
-            r = read_some(&mut rd, &mut rbuf) => {
+            r = read_some(&mut rd, &mut rbuf), if !draining => {
                 let before = match r {
                     Ok(Some(before)) => before,
                     Ok(None) => break Outcome::ClientClosed,
@@ -335,6 +360,7 @@ impl Session<'_> {
             return Err(Outcome::ClosedByMe);
         }
         inc(&shared.counters.tot_forwarded_queries);
+        self.in_flight += 1;
         Ok(())
     }
 
@@ -372,6 +398,7 @@ impl Session<'_> {
         while let Some(msg) = next.take() {
             match msg {
                 ToClient::Answer(data) => {
+                    self.in_flight = self.in_flight.saturating_sub(1);
                     self.release(data.len());
                     self.frame_out(&data);
                 }

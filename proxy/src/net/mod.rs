@@ -186,7 +186,10 @@ async fn accept_loop(
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         listener::tune_accepted(&stream, shared.settings.window_clamp);
         let shared2 = shared.clone();
-        let cancel = conn_cancel.child_token();
+        let cancel = client::ClientCancel {
+            draining: shutdown.clone(),
+            hard: conn_cancel.clone(),
+        };
         tracker.spawn(async move {
             client::serve(stream, peer, local, shared2, cancel).await;
             drop(permit);
