@@ -301,6 +301,10 @@ struct Rig {
     kind: Kind,
     me: FakeMe,
     domain: Option<DomainServer>,
+    /// The second `-D` domain and its stand-in (`RigOpts::second_domain`).
+    second: Option<(String, DomainServer)>,
+    /// The stand-in's plain `:80` recorder (`RigOpts::port_80`).
+    port_80: Option<DomainServer>,
     name: String,
     domain_ip: Ipv4Addr,
     proxy: ProxyProcess,
@@ -317,6 +321,10 @@ struct RigOpts {
     /// Use this `-D` name (and do not start a stand-in).
     domain_name: Option<String>,
     env: Vec<(String, String)>,
+    /// A second `-D` domain with its own stand-in.
+    second_domain: bool,
+    /// A plain recorder on the domain's `:80` too.
+    port_80: bool,
 }
 
 impl Rig {
@@ -330,6 +338,19 @@ impl Rig {
             None
         } else {
             Some(DomainServer::start(SocketAddr::from((domain_ip, 443)), &name, true).await)
+        };
+        let second = if opts.second_domain {
+            let ip = fresh_ip();
+            let server =
+                DomainServer::start(SocketAddr::from((ip, 443)), &ip.to_string(), true).await;
+            Some((ip.to_string(), server))
+        } else {
+            None
+        };
+        let port_80 = if opts.port_80 {
+            Some(DomainServer::start(SocketAddr::from((domain_ip, 80)), &name, false).await)
+        } else {
+            None
         };
         let mut ps = vec![0u8; 128];
         rand::thread_rng().fill_bytes(&mut ps);
@@ -346,6 +367,9 @@ impl Rig {
         if !opts.no_fake_tls {
             b = b.extra_args(["-D".to_string(), name.clone()]);
         }
+        if let Some((second_name, _)) = &second {
+            b = b.extra_args(["-D".to_string(), second_name.clone()]);
+        }
         if let Some(p) = opts.client_port {
             b = b.client_port(p);
         }
@@ -361,6 +385,8 @@ impl Rig {
             kind,
             me,
             domain,
+            second,
+            port_80,
             name,
             domain_ip,
             proxy,
@@ -406,10 +432,15 @@ impl Rig {
 /// (C does not relay a connection whose FIN arrives with its first bytes; a prober that
 /// waits for the answer is relayed by both builds.)
 async fn relayed(rig: &Rig, bytes: &[u8], what: &str) -> Vec<u8> {
+    relayed_to(rig, rig.domain(), bytes, what).await
+}
+
+/// [`relayed`], to the given stand-in.
+async fn relayed_to(rig: &Rig, site: &DomainServer, bytes: &[u8], what: &str) -> Vec<u8> {
     let mut s = TcpStream::connect(rig.addr()).await.unwrap();
     s.write_all(bytes).await.unwrap();
     assert!(
-        rig.domain().wait_for(WAIT, |b, _| b == bytes).await,
+        site.wait_for(WAIT, |b, _| b == bytes).await,
         "{}",
         rig.ctx(&format!("{what}: not relayed"))
     );
@@ -417,7 +448,7 @@ async fn relayed(rig: &Rig, bytes: &[u8], what: &str) -> Vec<u8> {
     let mut back = Vec::new();
     let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut back)).await;
     assert!(
-        rig.domain().received_exactly(bytes).await,
+        site.received_exactly(bytes).await,
         "{}",
         rig.ctx(&format!(
             "{what}: the domain did not get exactly the client's bytes"
@@ -750,8 +781,17 @@ async fn a_connection_without_a_full_hello_is_relayed_after_10_s() {
         );
         // The rest of the hello follows on the relay.
         s.write_all(&rec[100..]).await.unwrap();
+        assert!(
+            rig.domain().wait_for(WAIT, |b, _| b == rec).await,
+            "{}",
+            rig.ctx("the rest did not follow")
+        );
         s.shutdown().await.unwrap();
-        assert!(rig.domain().received_exactly(&rec).await, "{kind:?}");
+        assert!(
+            rig.domain().received_exactly(&rec).await,
+            "{}",
+            rig.ctx("the relay did not end with exactly the client's bytes")
+        );
         if kind == Kind::Rust {
             assert_eq!(rig.counter("tls_hello_timeouts").await, 1);
         }
@@ -865,4 +905,73 @@ async fn a_replayed_obfuscated2_header_gets_silence() {
         "a replay is not served"
     );
     assert_eq!(rig.counter("obfs2_replayed_headers").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_hello_is_fronted_to_its_sni_domain_and_the_rest_to_the_first() {
+    for (kind, bin) in binaries() {
+        let rig = Rig::start(
+            kind,
+            &bin,
+            RigOpts {
+                second_domain: true,
+                ..RigOpts::default()
+            },
+        )
+        .await;
+        let (second_name, second) = rig.second.as_ref().unwrap();
+        // An ee client of the second domain is served.
+        let cfg = ClientConfig::new(Transport::PaddedIntermediate)
+            .secret(SECRET)
+            .fake_tls(second_name.clone(), HelloShape::Chrome)
+            .seed(1)
+            .timeout(WAIT);
+        let mut c = SimClient::connect(rig.addr(), cfg)
+            .await
+            .unwrap_or_else(|e| panic!("{}", rig.ctx(&format!("second-domain ee: {e}"))));
+        let p = encrypted_message(&mut StdRng::seed_from_u64(3), 64);
+        assert_eq!(&c.request(&p, false).await.unwrap().answer[..], &p[..]);
+        // A forged hello for the second domain goes to the second site...
+        let forged = hello(second_name, &[0x42; 16], now_unix(), 2).0;
+        relayed_to(&rig, second, &forged, "forged hello, second SNI").await;
+        // ...an unknown SNI and a non-TLS client to the first (default) one.
+        let unknown = hello("unknown.example", &SECRET, now_unix(), 3).0;
+        relayed(&rig, &unknown, "unknown SNI").await;
+        relayed(&rig, b"GET / HTTP/1.0\r\n\r\n", "HTTP").await;
+        assert!(
+            !second.conns().iter().any(|c| c.bytes() == unknown),
+            "{kind:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_local_port_80_everything_is_fronted_to_port_80() {
+    for (kind, bin) in binaries() {
+        let rig = Rig::start(
+            kind,
+            &bin,
+            RigOpts {
+                client_port: Some(80),
+                port_80: true,
+                ..RigOpts::default()
+            },
+        )
+        .await;
+        let site = rig.port_80.as_ref().unwrap();
+        // Even a valid ee hello: C's port-80 rule comes before the HMAC.
+        let (valid, _) = hello(&rig.name, &SECRET, now_unix(), 4);
+        relayed_to(&rig, site, &valid, "valid hello on port 80").await;
+        relayed_to(
+            &rig,
+            site,
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            "HTTP on port 80",
+        )
+        .await;
+        if kind == Kind::Rust {
+            assert_eq!(rig.counter("tls_port80_connections").await, 1);
+            assert_eq!(rig.counter("tls_handshakes").await, 0);
+        }
+    }
 }
