@@ -975,3 +975,145 @@ async fn on_local_port_80_everything_is_fronted_to_port_80() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minus_d_without_a_secret_exits_2() {
+    let dir = std::env::temp_dir().join(format!("fake-tls-nos-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("proxy-multi.conf");
+    std::fs::write(&conf, "default 2;\nproxy_for 2 127.0.0.1:1;\n").unwrap();
+    for (kind, bin) in binaries() {
+        let port = parity::process::free_port().unwrap().to_string();
+        let out = tokio::process::Command::new(&bin)
+            .args(["-u", "nobody", "-H", &port, "--address", "127.0.0.1"])
+            .args(["-D", "127.0.0.1"])
+            .arg(&conf)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{kind:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("You must specify at least one mtproto-secret"),
+            "{kind:?}: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A loopback relay between a client and the proxy that records what the proxy sends.
+async fn tap(proxy: SocketAddr) -> (SocketAddr, Arc<Mutex<Vec<u8>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        let upstream = TcpStream::connect(proxy).await.unwrap();
+        let (mut cr, mut cw) = client.into_split();
+        let (mut ur, mut uw) = upstream.into_split();
+        let up = tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut cr, &mut uw).await;
+            let _ = uw.shutdown().await;
+        });
+        let mut b = [0u8; 8192];
+        while let Ok(n) = ur.read(&mut b).await {
+            if n == 0 {
+                break;
+            }
+            log.lock().unwrap().extend_from_slice(&b[..n]);
+            if cw.write_all(&b[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = cw.shutdown().await;
+        let _ = up.await;
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_to_client_records_carry_at_most_1425_bytes() {
+    for (kind, bin) in binaries() {
+        let rig = Rig::start(kind, &bin, RigOpts::default()).await;
+        let (addr, seen) = tap(rig.addr()).await;
+        let mut c = SimClient::connect(addr, rig.ee(77, HelloShape::Chrome))
+            .await
+            .unwrap_or_else(|e| panic!("{}", rig.ctx(&format!("ee: {e}"))));
+        let consumed = c.server_hello().unwrap().consumed;
+        let mut rng = StdRng::seed_from_u64(8);
+        for len in [5000, 1424, 1428, 64] {
+            let p = encrypted_message(&mut rng, len);
+            assert_eq!(&c.request(&p, true).await.unwrap().answer[..], &p[..]);
+        }
+        let wire = seen.lock().unwrap().clone();
+        let mut pos = consumed;
+        let mut records = 0;
+        let mut payload = 0;
+        while pos < wire.len() {
+            assert_eq!(
+                &wire[pos..pos + 3],
+                &[0x17, 0x03, 0x03],
+                "{kind:?} at {pos}"
+            );
+            let len = usize::from(u16::from_be_bytes([wire[pos + 3], wire[pos + 4]]));
+            assert!(len <= 1425, "{kind:?}: a {len}-byte record");
+            pos += 5 + len;
+            payload += len;
+            records += 1;
+        }
+        assert_eq!(pos, wire.len());
+        assert!(records >= 4 + 4, "{kind:?}: {records} records");
+        assert!(payload > 5000 + 1424 + 1428 + 64, "{kind:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fake_tls_client_whose_inner_header_is_not_dd_is_not_served() {
+    for (kind, bin) in binaries() {
+        let rig = Rig::start(kind, &bin, RigOpts::default()).await;
+        let (rec, random) = hello(&rig.name, &SECRET, now_unix(), 88);
+        let mut s = TcpStream::connect(rig.addr()).await.unwrap();
+        s.write_all(&rec).await.unwrap();
+        let mut buf = Vec::new();
+        let info = loop {
+            if let Some(info) = verify_server_hello(&buf, &random, &SECRET).unwrap() {
+                break info;
+            }
+            assert!(
+                s.read_buf(&mut buf).await.unwrap() > 0,
+                "{}",
+                rig.ctx("closed")
+            );
+        };
+        assert_eq!(buf.len(), info.consumed);
+        // An intermediate (ee-tag) header inside the first record, then one packet.
+        let mut rng = StdRng::seed_from_u64(4);
+        let mut hs = ClientHandshake::generate(&mut rng, Some(&SECRET), Transport::Intermediate, 2);
+        let mut first = hs.header.to_vec();
+        let mut frame = 64u32.to_le_bytes().to_vec();
+        frame.extend_from_slice(&encrypted_message(&mut rng, 64));
+        hs.encrypt.apply(&mut frame);
+        first.extend_from_slice(&frame);
+        let mut wire = vec![0x14, 0x03, 0x03, 0x00, 0x01, 0x01, 0x17, 0x03, 0x03];
+        wire.extend_from_slice(&(first.len() as u16).to_be_bytes());
+        wire.extend_from_slice(&first);
+        s.write_all(&wire).await.unwrap();
+        let mut back = Vec::new();
+        let r = tokio::time::timeout(WAIT, s.read_to_end(&mut back)).await;
+        // Nothing reaches the middle end, on either build.
+        assert!(rig.me.records().is_empty(), "{kind:?}");
+        match kind {
+            Kind::Rust => {
+                assert!(r.is_ok() && back.is_empty(), "closed without an answer");
+                assert_eq!(rig.counter("tls_bad_client_records").await, 1);
+            }
+            // C splices the rest to the default domain ("Expected random padding mode").
+            Kind::C => report(&format!(
+                "C, ee tag inside fake TLS: closed={}, domain connections={}",
+                r.is_ok(),
+                rig.domain().conns().len()
+            )),
+        }
+    }
+}
