@@ -12,7 +12,7 @@
 //! * dynamic — on accept: the peer is the local end of one of our own live fronting
 //!   sockets (catches loops through NAT or port forwarding, within this process).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -39,6 +39,8 @@ pub struct LoopGuard {
     fronting: Mutex<HashSet<SocketAddr>>,
     /// Whether a loop was logged already.
     logged: AtomicBool,
+    /// [`is_local_ip`] answers, per target address (a bind test per relay is wasteful).
+    local_ips: Mutex<HashMap<IpAddr, bool>>,
 }
 
 impl LoopGuard {
@@ -55,8 +57,17 @@ impl LoopGuard {
         self.listen.iter().any(|l| {
             l.port() == target.port()
                 && (same_ip(l.ip(), target.ip())
-                    || (l.ip().is_unspecified() && is_local_ip(target.ip())))
+                    || (l.ip().is_unspecified() && self.is_local(target.ip())))
         })
+    }
+
+    fn is_local(&self, ip: IpAddr) -> bool {
+        if let Some(&known) = lock(&self.local_ips).get(&ip) {
+            return known;
+        }
+        let local = is_local_ip(ip);
+        lock(&self.local_ips).insert(ip, local);
+        local
     }
 
     /// Whether `peer` is the local end of one of our live fronting sockets.
