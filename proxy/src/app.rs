@@ -17,9 +17,11 @@ use crate::config::cli::{Options, PortSpec};
 use crate::config::multi_conf::{parse_multi_conf, MultiConf};
 use crate::config::secret::{ProxySecret, DEFAULT_PWD_FILE};
 use crate::logging::LogSink;
+use crate::net::fake_tls::FakeTlsState;
 use crate::net::listener::{self, ListenSpec};
 use crate::net::me_pool::MePool;
-use crate::net::{self, stats_http, Settings, Shared};
+use crate::net::replay_store::ReplayStore;
+use crate::net::{self, domain_probe, stats_http, Settings, Shared};
 use crate::protocol::obfuscated2::AcceptPolicy;
 use crate::protocol::rpc::handshake::ProcessId;
 use crate::stats::{Info, Snapshot};
@@ -285,13 +287,9 @@ impl App {
         for name in &o.ignored {
             tracing::debug!("option --{name} is accepted for compatibility and ignored");
         }
-        if let Some(w) = o.tls_workers_warning() {
-            tracing::warn!("{w}");
-        }
-        if !o.domains.is_empty() {
-            tracing::warn!(
-                "fake-TLS (-D) is not served yet by this build: only dd clients are accepted"
-            );
+        if o.tls_workers_warning().is_some() {
+            // C warns here because its replay cache is per worker; ours is the master's.
+            tracing::info!("-D with -M: the fake-TLS replay cache is shared by every worker");
         }
         let limit = crate::os::raise_fd_limit(u64::try_from(o.max_connections.max(1)).unwrap_or(1));
         tracing::info!(
@@ -315,7 +313,34 @@ impl App {
         if is_master {
             return self.run_master(std_listeners, shutdown).await;
         }
-        let shared = Shared::new(self.settings(limit.max_connections));
+        let listen_addrs: Vec<SocketAddr> = std_listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect();
+        let replay = match self.worker.as_ref().and_then(|w| w.replay_fd) {
+            Some(fd) => {
+                let sock = crate::sys::adopt_inherited_fd(fd)
+                    .map_err(|e| Fatal::one(format!("fatal: replay-cache socket: {e}")))?;
+                let sock = std::os::unix::net::UnixStream::from(sock);
+                sock.set_nonblocking(true)
+                    .and_then(|()| tokio::net::UnixStream::from_std(sock))
+                    .map(|s| ReplayStore::remote(s, shutdown.clone()))
+                    .map_err(|e| Fatal::one(format!("fatal: replay-cache socket: {e}")))?
+            }
+            None => ReplayStore::default(),
+        };
+        let fake_tls = (!o.domains.is_empty()).then(|| {
+            Arc::new(FakeTlsState::new(
+                &o.domains,
+                listen_addrs,
+                &mut rand::thread_rng(),
+            ))
+        });
+        let shared = Shared::with_parts(
+            self.settings(limit.max_connections),
+            replay,
+            fake_tls.clone(),
+        );
         shared.counters.total_max_special_connections.store(
             shared.settings.max_client_connections as i64,
             std::sync::atomic::Ordering::Relaxed,
@@ -366,6 +391,10 @@ impl App {
                 o.config_file,
                 cfg.size
             );
+        }
+        if let Some(state) = fake_tls {
+            // In the background: clients get the fallback profile until it finishes.
+            tokio::spawn(domain_probe::run(shared.clone(), state, shutdown.clone()));
         }
         tracing::info!("main loop");
         let serving = tokio::spawn(net::serve_clients(

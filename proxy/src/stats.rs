@@ -121,6 +121,47 @@ counters! {
     tls_replayed_hellos,
     /// Connections relayed to the fronting domain.
     tls_fronted_connections,
+    /// Fake-TLS handshakes accepted (ServerHello sent).
+    tls_handshakes,
+    /// `-D`: first bytes that are not a fake-TLS ClientHello (plain obfuscated2, HTTP,
+    /// garbage); fronted ("Expected TLS-transport").
+    tls_not_tls_connections,
+    /// `-D`: no full ClientHello within 10 s of accept; fronted.
+    tls_hello_timeouts,
+    /// `-D`: a ClientHello on local port 80; fronted to `<domain>:80`.
+    tls_port80_connections,
+    /// Fake-TLS hellos rejected: not one well-formed record.
+    tls_hello_malformed,
+    /// Fake-TLS hellos rejected: missing, malformed or unknown SNI.
+    tls_hello_unknown_sni,
+    /// Fake-TLS hellos rejected: bytes after the one ClientHello record.
+    tls_hello_too_much_data,
+    /// Fake-TLS hellos rejected: record longer than 4096 bytes.
+    tls_hello_too_big,
+    /// Fake-TLS hellos rejected: the random matches no secret's HMAC.
+    tls_hello_bad_hmac,
+    /// Fake-TLS hellos rejected: timestamp more than 3 s in the future.
+    tls_hello_future_timestamp,
+    /// Fake-TLS hellos rejected: timestamp 600 s or more in the past.
+    tls_hello_stale_timestamp,
+    /// Fake-TLS hellos rejected: no TLS 1.3 cipher suite first.
+    tls_hello_bad_cipher_suite,
+    /// Fake-TLS sessions closed after the ServerHello: bad records or an inner
+    /// obfuscated2 header that is not `dd` under a secret (or replayed).
+    tls_bad_client_records,
+    /// Fronting refused because the target is one of this proxy's own listening
+    /// addresses (or a connection came back from our own fronting socket).
+    tls_fronting_loops,
+    /// Fronting failed: no address for the domain, or the connect failed.
+    tls_fronting_failures,
+    /// Domain probes that succeeded (start-up and periodic refresh).
+    tls_domain_probes_ok,
+    /// Domain probes that failed (the previous or the fallback profile is kept).
+    tls_domain_probes_failed,
+    /// Obfuscated2 headers rejected because their nonce was seen before.
+    obfs2_replayed_headers,
+    /// Replay-cache queries that got no answer in time (the client is rejected).
+    replay_cache_errors,
     /// Configuration reloads applied (SIGHUP).
     config_reloads,
     /// Configuration reloads refused (bad new file; the old one stays).
@@ -504,6 +545,31 @@ impl Snapshot {
             ("tls_rejected_hellos", self.tls_rejected_hellos),
             ("tls_replayed_hellos", self.tls_replayed_hellos),
             ("tls_fronted_connections", self.tls_fronted_connections),
+            ("tls_handshakes", self.tls_handshakes),
+            ("tls_not_tls_connections", self.tls_not_tls_connections),
+            ("tls_hello_timeouts", self.tls_hello_timeouts),
+            ("tls_port80_connections", self.tls_port80_connections),
+            ("tls_hello_malformed", self.tls_hello_malformed),
+            ("tls_hello_unknown_sni", self.tls_hello_unknown_sni),
+            ("tls_hello_too_much_data", self.tls_hello_too_much_data),
+            ("tls_hello_too_big", self.tls_hello_too_big),
+            ("tls_hello_bad_hmac", self.tls_hello_bad_hmac),
+            (
+                "tls_hello_future_timestamp",
+                self.tls_hello_future_timestamp,
+            ),
+            ("tls_hello_stale_timestamp", self.tls_hello_stale_timestamp),
+            (
+                "tls_hello_bad_cipher_suite",
+                self.tls_hello_bad_cipher_suite,
+            ),
+            ("tls_bad_client_records", self.tls_bad_client_records),
+            ("tls_fronting_loops", self.tls_fronting_loops),
+            ("tls_fronting_failures", self.tls_fronting_failures),
+            ("tls_domain_probes_ok", self.tls_domain_probes_ok),
+            ("tls_domain_probes_failed", self.tls_domain_probes_failed),
+            ("obfs2_replayed_headers", self.obfs2_replayed_headers),
+            ("replay_cache_errors", self.replay_cache_errors),
             ("config_reloads", self.config_reloads),
             ("config_reload_failures", self.config_reload_failures),
             ("worker_restarts", self.worker_restarts),

@@ -14,7 +14,10 @@
 //!    kernel queue, so nothing queued is lost when a worker dies). The master serves
 //!    `/stats`, asking every worker for a [`Snapshot`] over its control socket and
 //!    summing them, as C sums its workers through shared memory.
-//! 4. Signals: SIGTERM/SIGINT, SIGUSR1 and SIGHUP are forwarded to the workers. A worker
+//! 4. The master owns the instance's replay caches (fake-TLS client randoms and
+//!    obfuscated2 header nonces) and answers each worker on a second socket pair, so a
+//!    replay to another worker is caught (C keeps one cache per worker process).
+//! 5. Signals: SIGTERM/SIGINT, SIGUSR1 and SIGHUP are forwarded to the workers. A worker
 //!    whose control socket reaches EOF (the master is gone) shuts down, as C's workers
 //!    exit when their parent changes.
 
@@ -51,6 +54,10 @@ pub struct WorkerBootstrap {
     pub proxy_secret_hex: String,
     /// The config file's text as the master validated it.
     pub config_text: String,
+    /// Inherited replay-cache socket descriptor: the worker asks the master's
+    /// instance-wide replay caches here (see [`crate::net::replay_store`]).
+    #[serde(default)]
+    pub replay_fd: Option<RawFd>,
 }
 
 impl WorkerBootstrap {
@@ -119,6 +126,8 @@ pub struct Master {
     pub restarts: AtomicI64,
     /// How long workers get to drain on shutdown before SIGKILL.
     pub grace: Duration,
+    /// The instance-wide replay caches, served to every worker.
+    replay: Arc<Mutex<crate::net::replay_store::Caches>>,
 }
 
 /// Respawn backoff: 1 s doubling to 30 s; reset after a worker has run for a minute.
@@ -151,6 +160,7 @@ impl Master {
             config_text: Mutex::new(config_text),
             restarts: AtomicI64::new(0),
             grace,
+            replay: Arc::default(),
         })
     }
 
@@ -199,6 +209,8 @@ impl Master {
     async fn spawn_worker(&self, index: usize) -> io::Result<Child> {
         let (master_end, worker_end) = StdUnixStream::pair()?;
         crate::sys::make_inheritable(&worker_end)?;
+        let (replay_master, replay_worker) = StdUnixStream::pair()?;
+        crate::sys::make_inheritable(&replay_worker)?;
         let boot = WorkerBootstrap {
             index: index as u32,
             listen_fds: self.listen_fds.clone(),
@@ -206,6 +218,7 @@ impl Master {
             control_fd: worker_end.as_raw_fd(),
             proxy_secret_hex: self.proxy_secret_hex.clone(),
             config_text: lock(&self.config_text).clone(),
+            replay_fd: Some(replay_worker.as_raw_fd()),
         };
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.args(self.args.iter().skip(1))
@@ -213,6 +226,7 @@ impl Master {
             .stdin(std::process::Stdio::piped());
         let spawned = cmd.spawn();
         drop(worker_end);
+        drop(replay_worker);
         let mut child = spawned?;
         if let Some(mut stdin) = child.stdin.take() {
             let mut text = serde_json::to_string(&boot)?;
@@ -220,6 +234,13 @@ impl Master {
             stdin.write_all(text.as_bytes()).await?;
         }
         master_end.set_nonblocking(true)?;
+        replay_master.set_nonblocking(true)?;
+        // Ends when the worker's end closes (the worker exited).
+        tokio::spawn(crate::net::replay_store::serve_replay(
+            UnixStream::from_std(replay_master)?,
+            self.replay.clone(),
+            CancellationToken::new(),
+        ));
         let control = tokio::io::BufStream::new(UnixStream::from_std(master_end)?);
         let mut slot = lock(&self.slots[index]);
         slot.pid = child.id();

@@ -26,9 +26,12 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::net::fake_tls::TlsStart;
 use crate::net::me_pool::{ClientHandle, MeCmd, MeConn, ToClient};
+use crate::net::replay_store::CacheKind;
 use crate::net::Shared;
 use crate::protocol::crypto::AesCtr;
+use crate::protocol::fake_tls::{encode_app_data_records, ClientRecordDecoder};
 use crate::protocol::obfuscated2::{self, HEADER_LEN};
 use crate::protocol::packet::{self, PacketVerdict};
 use crate::protocol::rpc::messages::flags as req_flags;
@@ -88,6 +91,11 @@ pub enum Outcome {
     Shutdown,
     /// A socket error.
     IoError,
+    /// `-D`: relayed to a fronting domain until either side closed.
+    Fronted,
+    /// Closed by the fake-TLS or replay rules without a relay (fronting impossible or a
+    /// bad client after a valid ClientHello, a replayed obfuscated2 header inside TLS).
+    Rejected,
 }
 
 async fn run(
@@ -97,6 +105,41 @@ async fn run(
     shared: &Arc<Shared>,
     cancel: &ClientCancel,
 ) -> Outcome {
+    if let Some(state) = shared.fake_tls.clone() {
+        return match crate::net::fake_tls::accept(
+            stream,
+            peer,
+            local,
+            shared,
+            &state,
+            &cancel.draining,
+        )
+        .await
+        {
+            TlsStart::Done(outcome) => outcome,
+            TlsStart::Session(s) => {
+                let s = *s;
+                inc(&shared.counters.total_encrypted_connections);
+                let framing = Some(TlsFraming {
+                    decoder: s.decoder,
+                    raw: s.raw,
+                });
+                let outcome = relay(
+                    stream,
+                    peer,
+                    local,
+                    shared,
+                    cancel,
+                    s.handshake,
+                    framing,
+                    s.payload,
+                )
+                .await;
+                dec(&shared.counters.total_encrypted_connections);
+                outcome
+            }
+        };
+    }
     let settings = &shared.settings;
     let deadline = tokio::time::Instant::now() + settings.pre_auth_timeout;
     let mut hdr = [0u8; HEADER_LEN];
@@ -118,10 +161,54 @@ async fn run(
         tracing::debug!(%peer, "obfuscated2 header matches no secret: skip mode");
         return skip_mode(stream, deadline, shared, &cancel.draining).await;
     };
+    if !header_is_fresh(shared, &hdr).await {
+        tracing::debug!(%peer, "obfuscated2 header replayed: skip mode");
+        return skip_mode(stream, deadline, shared, &cancel.draining).await;
+    }
     inc(&shared.counters.total_encrypted_connections);
-    let outcome = relay(stream, peer, local, shared, cancel, hs).await;
+    let outcome = relay(
+        stream,
+        peer,
+        local,
+        shared,
+        cancel,
+        hs,
+        None,
+        BytesMut::new(),
+    )
+    .await;
     dec(&shared.counters.total_encrypted_connections);
     outcome
+}
+
+/// Checks an obfuscated2 header's nonce (`hdr[8..24]`) against the instance-wide header
+/// replay cache and records it; `false` for a replay (or when the cache cannot be asked),
+/// with the counter bumped.
+pub async fn header_is_fresh(shared: &Shared, hdr: &[u8; HEADER_LEN]) -> bool {
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&hdr[8..24]);
+    match shared
+        .replay
+        .check(CacheKind::Header, key, crate::app::unix_now())
+        .await
+    {
+        Ok(v) if v.fresh => true,
+        Ok(_) => {
+            inc(&shared.counters.obfs2_replayed_headers);
+            false
+        }
+        Err(_) => {
+            inc(&shared.counters.replay_cache_errors);
+            false
+        }
+    }
+}
+
+/// The fake-TLS record layer of a relayed session.
+struct TlsFraming {
+    decoder: ClientRecordDecoder,
+    /// Wire bytes not yet de-recorded.
+    raw: BytesMut,
 }
 
 /// C's "global skip mode": discard everything, answer nothing, until the deadline.
@@ -167,8 +254,11 @@ struct Session<'a> {
     /// Packets forwarded and not yet answered (a shutdown waits for them, bounded by
     /// the drain grace; an MTProto request may legitimately get no answer).
     in_flight: usize,
+    /// Fake TLS: wrap what is written in application-data records.
+    tls: bool,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn relay(
     stream: &mut TcpStream,
     peer: SocketAddr,
@@ -176,6 +266,8 @@ async fn relay(
     shared: &Arc<Shared>,
     cancel: &ClientCancel,
     hs: obfuscated2::ServerHandshake,
+    mut framing: Option<TlsFraming>,
+    initial: BytesMut,
 ) -> Outcome {
     let obfuscated2::ServerHandshake {
         transport,
@@ -204,14 +296,33 @@ async fn relay(
         },
         out: BytesMut::with_capacity(4096),
         in_flight: 0,
+        tls: framing.is_some(),
     };
     let mut decoder = ServerDecoder::new(transport);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let (mut rd, mut wr) = stream.split();
     let mut draining = false;
+    // Bytes that arrived with the header (fake TLS: de-recorded payload, and raw records).
+    rbuf.extend_from_slice(&initial);
+    decrypt.apply(&mut rbuf);
+    let mut pending = !rbuf.is_empty() || framing.as_ref().is_some_and(|f| !f.raw.is_empty());
     let outcome = loop {
         if draining && s.in_flight == 0 {
             break Outcome::Shutdown;
+        }
+        if pending {
+            pending = false;
+            if let Some(f) = framing.as_mut() {
+                if let Err(o) = derecord(f, &mut decrypt, &mut rbuf, shared) {
+                    break o;
+                }
+            }
+            if let Err(o) = s.forward_frames(&mut decoder, &mut rbuf).await {
+                break o;
+            }
+            if s.flush(&mut wr).await.is_err() {
+                break Outcome::IoError;
+            }
         }
         tokio::select! {
             biased;
@@ -229,24 +340,33 @@ async fn relay(
                     Err(_) => break Outcome::IoError,
                 }
             }
-            r = read_some(&mut rd, &mut rbuf), if !draining => {
+            r = read_some(&mut rd, match framing.as_mut() {
+                Some(f) => &mut f.raw,
+                None => &mut rbuf,
+            }), if !draining => {
                 let before = match r {
                     Ok(Some(before)) => before,
                     Ok(None) => break Outcome::ClientClosed,
                     Err(_) => break Outcome::IoError,
                 };
-                if let Some(tail) = rbuf.get_mut(before..) {
-                    decrypt.apply(tail);
+                match framing.as_mut() {
+                    Some(f) => {
+                        if let Err(o) = derecord(f, &mut decrypt, &mut rbuf, shared) {
+                            break o;
+                        }
+                    }
+                    None => {
+                        if let Some(tail) = rbuf.get_mut(before..) {
+                            decrypt.apply(tail);
+                        }
+                    }
                 }
                 match s.forward_frames(&mut decoder, &mut rbuf).await {
                     Ok(()) => {}
                     Err(o) => break o,
                 }
-                if !s.out.is_empty() {
-                    if wr.write_all(&s.out).await.is_err() {
-                        break Outcome::IoError;
-                    }
-                    s.out.clear();
+                if s.flush(&mut wr).await.is_err() {
+                    break Outcome::IoError;
                 }
             }
         }
@@ -260,6 +380,29 @@ async fn relay(
     let left = queued.swap(0, Relaxed);
     shared.buffered.fetch_sub(left, Relaxed);
     outcome
+}
+
+/// Moves the complete records' payload from `f.raw` to `rbuf`, decrypted.
+fn derecord(
+    f: &mut TlsFraming,
+    decrypt: &mut AesCtr,
+    rbuf: &mut BytesMut,
+    shared: &Shared,
+) -> Result<(), Outcome> {
+    loop {
+        match f.decoder.decode(&mut f.raw) {
+            Ok(Some(mut p)) => {
+                decrypt.apply(&mut p);
+                rbuf.extend_from_slice(&p);
+            }
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                inc(&shared.counters.tls_bad_client_records);
+                tracing::debug!(error = %e, "bad fake-TLS record, closing");
+                return Err(Outcome::TransportError);
+            }
+        }
+    }
 }
 
 /// Reads at least one byte into `buf`; returns the length before the read, or `None` at EOF.
@@ -410,9 +553,7 @@ impl Session<'_> {
                     }
                 }
                 ToClient::Close(outcome) => {
-                    if !self.out.is_empty() {
-                        wr.write_all(&self.out).await?;
-                    }
+                    self.flush(wr).await?;
                     if outcome == Outcome::ClosedByMe {
                         // The middle end already forgot this client: no CLOSE_CONN back.
                         if let Some(b) = self.binding.take() {
@@ -428,11 +569,25 @@ impl Session<'_> {
                 next = rx.try_recv().ok();
             }
         }
-        if !self.out.is_empty() {
-            wr.write_all(&self.out).await?;
-            self.out.clear();
-        }
+        self.flush(wr).await?;
         Ok(None)
+    }
+
+    /// Writes and clears `self.out` (fake TLS: in application-data records of at most
+    /// 1425 payload bytes).
+    async fn flush(&mut self, wr: &mut tokio::net::tcp::WriteHalf<'_>) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        if self.tls {
+            let mut w = BytesMut::with_capacity(self.out.len() + (self.out.len() / 1425 + 1) * 5);
+            encode_app_data_records(&self.out, &mut w);
+            wr.write_all(&w).await?;
+        } else {
+            wr.write_all(&self.out).await?;
+        }
+        self.out.clear();
+        Ok(())
     }
 
     fn release(&self, n: usize) {

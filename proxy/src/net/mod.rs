@@ -4,6 +4,10 @@
 //! * [`client`] — one task per client: header, framing, forwarding, answers.
 //! * [`me_pool`] — middle-end connections per target, reconnecting with backoff.
 //! * [`stats_http`] — the `-p` stats listener.
+//! * [`fake_tls`], [`splice`], [`domain_probe`] — `-D`: the fake-TLS front door, fronting
+//!   to the real domain, and the domain probe.
+//! * [`replay_store`] — the instance-wide replay caches (fake-TLS randoms, obfuscated2
+//!   header nonces).
 //!
 //! [`run`] drives one process's share of the service: accept loops on the given
 //! listeners (with the `-C` cap as backpressure), the middle-end pool, and a bounded
@@ -25,8 +29,12 @@ use crate::protocol::rpc::handshake::ProcessId;
 use crate::stats::{inc, Counters, IdSource};
 
 pub mod client;
+pub mod domain_probe;
+pub mod fake_tls;
 pub mod listener;
 pub mod me_pool;
+pub mod replay_store;
+pub mod splice;
 pub mod stats_http;
 
 /// Runtime settings derived once from the command line.
@@ -85,11 +93,24 @@ pub struct Shared {
     pub buffered: AtomicUsize,
     /// Source of `ext_conn_id`s, unique among live clients.
     pub conn_ids: IdSource,
+    /// The instance-wide replay caches (local, or the `-M` master's).
+    pub replay: replay_store::ReplayStore,
+    /// `-D`: the fake-TLS domains and fronting state; `None` without `-D`.
+    pub fake_tls: Option<Arc<fake_tls::FakeTlsState>>,
 }
 
 impl Shared {
-    /// Shared state for `settings` with an empty pool.
+    /// Shared state for `settings` with an empty pool, a local replay cache and no `-D`.
     pub fn new(settings: Settings) -> Arc<Self> {
+        Self::with_parts(settings, replay_store::ReplayStore::default(), None)
+    }
+
+    /// Shared state with the given replay store and `-D` state.
+    pub fn with_parts(
+        settings: Settings,
+        replay: replay_store::ReplayStore,
+        fake_tls: Option<Arc<fake_tls::FakeTlsState>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             settings,
             counters: Counters::default(),
@@ -97,6 +118,8 @@ impl Shared {
             buffered: AtomicUsize::new(0),
             // C's first id is (1 << 22) + fd; ours count up from 1 << 22.
             conn_ids: IdSource::starting_at(1 << 22),
+            replay,
+            fake_tls,
         })
     }
 }

@@ -1,0 +1,346 @@
+//! The replay caches of one proxy instance, shared by every task, core and worker.
+//!
+//! Two caches, both [`ReplayCache`]s (oldest-first eviction, entries live
+//! [`REPLAY_ENTRY_LIFETIME_SECS`] = 2 days, as C):
+//! * [`CacheKind::Hello`] — fake-TLS `client_random[0..16]` (C's cache; §4.4.1 step 4).
+//! * [`CacheKind::Header`] — obfuscated2 header nonces, `hdr[8..24]` (the first half of the
+//!   key seed). C has no such cache: a captured obfuscated2 header can be replayed to it and
+//!   a prober sees a proxy. Here a replayed header is treated as one that matches no secret.
+//!
+//! Each cache holds at most [`MAX_ENTRIES_PER_CACHE`] keys (about 20 MB worst case per
+//! cache: a 16-byte key in a hash set plus a 24-byte slot in a time-ordered queue, with the
+//! tables' growth slack); when full, the oldest entry is evicted. Eviction only narrows the
+//! fake-TLS timestamp rule back to the plain 600-second window (see
+//! [`crate::protocol::fake_tls::ReplayCheck::oldest_time`]), so a hello older than 600 s can
+//! never pass because of it.
+//!
+//! Where the caches live:
+//! * one process (no `-M`): [`ReplayStore::Local`], one mutex shared by every tokio worker
+//!   thread (C keeps one per process, too);
+//! * `-M N`: the master owns the caches and answers queries on a dedicated socket pair per
+//!   worker ([`serve_replay`]); workers use [`ReplayStore::Remote`]. So a hello replayed to
+//!   another worker is caught, which C (one cache per forked process) misses, and the cache
+//!   survives a worker respawn. A query that gets no answer within [`QUERY_TIMEOUT`] is an
+//!   error and the caller rejects the client (fail closed).
+//!
+//! The query line protocol (one request per line, answers in order):
+//! `h|o <32 hex key> <unix now>` → `1|0 <oldest insertion time or ->`, where `h` is the hello
+//! cache, `o` the header cache, `1` fresh (inserted now) and `0` a replay.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::fake_tls::{ReplayCache, ReplayCheck};
+
+pub use crate::protocol::fake_tls::REPLAY_ENTRY_LIFETIME_SECS;
+
+/// The bound on each cache: 2^18 = 262 144 keys.
+pub const MAX_ENTRIES_PER_CACHE: usize = 1 << 18;
+
+/// How long a worker waits for the master's answer before rejecting the client.
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Which cache a key belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheKind {
+    /// Fake-TLS `client_random[0..16]`.
+    Hello,
+    /// Obfuscated2 header nonce `hdr[8..24]`.
+    Header,
+}
+
+/// The answer to a check-and-insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// `true`: the key was new and is now cached; `false`: a replay.
+    pub fresh: bool,
+    /// The insertion time of the oldest entry after the operation (for the fake-TLS
+    /// timestamp rule).
+    pub oldest: Option<i64>,
+}
+
+/// The replay cache could not be asked (the master is gone or too slow).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("replay cache unavailable")]
+pub struct ReplayUnavailable;
+
+/// Both caches of an instance.
+#[derive(Debug)]
+pub struct Caches {
+    hello: ReplayCache,
+    header: ReplayCache,
+}
+
+impl Default for Caches {
+    fn default() -> Self {
+        Self::with_max_entries(MAX_ENTRIES_PER_CACHE)
+    }
+}
+
+impl Caches {
+    /// Empty caches holding at most `max` keys each.
+    pub fn with_max_entries(max: usize) -> Self {
+        Self {
+            hello: ReplayCache::with_max_entries(max),
+            header: ReplayCache::with_max_entries(max),
+        }
+    }
+
+    /// Checks `key` in the `kind` cache and inserts it if new (C's order: lookup, insert,
+    /// expire).
+    pub fn check(&mut self, kind: CacheKind, key: [u8; 16], now_unix: i64) -> Verdict {
+        let cache = match kind {
+            CacheKind::Hello => &mut self.hello,
+            CacheKind::Header => &mut self.header,
+        };
+        let fresh = cache.check_and_insert(key, now_unix);
+        Verdict {
+            fresh,
+            oldest: cache.oldest_time(),
+        }
+    }
+}
+
+type Pending = (CacheKind, [u8; 16], i64, oneshot::Sender<Verdict>);
+
+/// Where this process's replay checks go.
+#[derive(Debug)]
+pub enum ReplayStore {
+    /// The caches live in this process.
+    Local(Mutex<Caches>),
+    /// The caches live in the `-M` master; queries go over a socket.
+    Remote(mpsc::Sender<Pending>),
+}
+
+impl Default for ReplayStore {
+    fn default() -> Self {
+        Self::Local(Mutex::new(Caches::default()))
+    }
+}
+
+impl ReplayStore {
+    /// A store asking the master over `stream` (a worker's end of its replay socket pair).
+    /// The connection task ends with `shutdown` or when the master closes the socket.
+    pub fn remote(stream: UnixStream, shutdown: CancellationToken) -> Self {
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(remote_task(stream, rx, shutdown));
+        Self::Remote(tx)
+    }
+
+    /// Checks and inserts `key` in the `kind` cache.
+    ///
+    /// # Errors
+    /// [`ReplayUnavailable`] when the master does not answer in time.
+    pub async fn check(
+        &self,
+        kind: CacheKind,
+        key: [u8; 16],
+        now_unix: i64,
+    ) -> Result<Verdict, ReplayUnavailable> {
+        match self {
+            Self::Local(m) => Ok(m
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .check(kind, key, now_unix)),
+            Self::Remote(tx) => {
+                let (otx, orx) = oneshot::channel();
+                let ask = async {
+                    tx.send((kind, key, now_unix, otx))
+                        .await
+                        .map_err(|_| ReplayUnavailable)?;
+                    orx.await.map_err(|_| ReplayUnavailable)
+                };
+                tokio::time::timeout(QUERY_TIMEOUT, ask)
+                    .await
+                    .map_err(|_| ReplayUnavailable)?
+            }
+        }
+    }
+}
+
+fn request_line(kind: CacheKind, key: &[u8; 16], now: i64) -> String {
+    let k = match kind {
+        CacheKind::Hello => 'h',
+        CacheKind::Header => 'o',
+    };
+    format!("{k} {} {now}\n", hex::encode(key))
+}
+
+fn parse_request(line: &str) -> Option<(CacheKind, [u8; 16], i64)> {
+    let mut it = line.split_ascii_whitespace();
+    let kind = match it.next()? {
+        "h" => CacheKind::Hello,
+        "o" => CacheKind::Header,
+        _ => return None,
+    };
+    let key: [u8; 16] = hex::decode(it.next()?).ok()?.try_into().ok()?;
+    let now = it.next()?.parse().ok()?;
+    Some((kind, key, now))
+}
+
+fn answer_line(v: Verdict) -> String {
+    match v.oldest {
+        Some(t) => format!("{} {t}\n", u8::from(v.fresh)),
+        None => format!("{} -\n", u8::from(v.fresh)),
+    }
+}
+
+fn parse_answer(line: &str) -> Option<Verdict> {
+    let mut it = line.split_ascii_whitespace();
+    let fresh = match it.next()? {
+        "1" => true,
+        "0" => false,
+        _ => return None,
+    };
+    let oldest = match it.next()? {
+        "-" => None,
+        t => Some(t.parse().ok()?),
+    };
+    Some(Verdict { fresh, oldest })
+}
+
+/// The worker side: writes queries in order, matches answers in order.
+async fn remote_task(
+    stream: UnixStream,
+    mut rx: mpsc::Receiver<Pending>,
+    shutdown: CancellationToken,
+) {
+    let (rd, mut wr) = stream.into_split();
+    let mut lines = BufReader::new(rd).lines();
+    let mut waiting: VecDeque<oneshot::Sender<Verdict>> = VecDeque::new();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            req = rx.recv() => {
+                let Some((kind, key, now, reply)) = req else { return };
+                if wr.write_all(request_line(kind, &key, now).as_bytes()).await.is_err() {
+                    break;
+                }
+                waiting.push_back(reply);
+            }
+            line = lines.next_line() => {
+                let Ok(Some(line)) = line else { break };
+                let Some(v) = parse_answer(&line) else { break };
+                if let Some(reply) = waiting.pop_front() {
+                    let _ = reply.send(v);
+                }
+            }
+        }
+    }
+    tracing::warn!("replay cache connection to the master lost: fake-TLS and obfuscated2 clients are rejected until restart");
+    // Dropping `waiting` and `rx` fails every pending and later query.
+}
+
+/// The master side: answers one worker's queries against the instance's caches until the
+/// worker closes its end or `shutdown` fires.
+pub async fn serve_replay(
+    stream: UnixStream,
+    caches: Arc<Mutex<Caches>>,
+    shutdown: CancellationToken,
+) {
+    let (rd, mut wr) = stream.into_split();
+    let mut lines = BufReader::new(rd).lines();
+    loop {
+        let line = tokio::select! {
+            () = shutdown.cancelled() => return,
+            l = lines.next_line() => l,
+        };
+        let Ok(Some(line)) = line else { return };
+        let Some((kind, key, now)) = parse_request(&line) else {
+            return;
+        };
+        let v = caches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(kind, key, now);
+        if wr.write_all(answer_line(v).as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip() {
+        let key = [0xab; 16];
+        let l = request_line(CacheKind::Hello, &key, 1234);
+        assert_eq!(parse_request(&l), Some((CacheKind::Hello, key, 1234)));
+        let l = request_line(CacheKind::Header, &key, -5);
+        assert_eq!(parse_request(&l), Some((CacheKind::Header, key, -5)));
+        assert_eq!(parse_request("x 00 1"), None);
+        for v in [
+            Verdict {
+                fresh: true,
+                oldest: Some(7),
+            },
+            Verdict {
+                fresh: false,
+                oldest: None,
+            },
+        ] {
+            assert_eq!(parse_answer(&answer_line(v)), Some(v));
+        }
+    }
+
+    #[test]
+    fn caches_are_separate() {
+        let mut c = Caches::with_max_entries(4);
+        let k = [1; 16];
+        assert!(c.check(CacheKind::Hello, k, 10).fresh);
+        assert!(!c.check(CacheKind::Hello, k, 11).fresh);
+        assert!(c.check(CacheKind::Header, k, 11).fresh);
+        assert_eq!(c.check(CacheKind::Header, [2; 16], 12).oldest, Some(11));
+    }
+
+    #[tokio::test]
+    async fn remote_queries_reach_one_shared_cache() {
+        let caches = Arc::new(Mutex::new(Caches::default()));
+        let stop = CancellationToken::new();
+        let mut stores = Vec::new();
+        for _ in 0..2 {
+            let (a, b) = UnixStream::pair().unwrap();
+            tokio::spawn(serve_replay(b, caches.clone(), stop.clone()));
+            stores.push(ReplayStore::remote(a, stop.clone()));
+        }
+        let k = [9; 16];
+        let first = stores[0].check(CacheKind::Hello, k, 100).await.unwrap();
+        assert_eq!(
+            first,
+            Verdict {
+                fresh: true,
+                oldest: Some(100)
+            }
+        );
+        // The same key through the other "worker" is a replay.
+        let again = stores[1].check(CacheKind::Hello, k, 101).await.unwrap();
+        assert!(!again.fresh);
+        assert!(
+            stores[1]
+                .check(CacheKind::Header, k, 101)
+                .await
+                .unwrap()
+                .fresh
+        );
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_lost_master_fails_closed() {
+        let (a, b) = UnixStream::pair().unwrap();
+        drop(b);
+        let store = ReplayStore::remote(a, CancellationToken::new());
+        assert_eq!(
+            store.check(CacheKind::Hello, [1; 16], 1).await,
+            Err(ReplayUnavailable)
+        );
+    }
+}
