@@ -15,7 +15,7 @@ use serde::Serialize;
 pub mod families;
 mod util;
 
-pub use util::{hex_field, load_family, FamilyFile};
+pub use util::{hex_field, load_family, replay_with, FamilyFile};
 
 /// The outcome of replaying one family.
 #[derive(Debug, Clone, Serialize)]

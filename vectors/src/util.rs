@@ -3,6 +3,8 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Context};
+
+use crate::FamilyReport;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -44,4 +46,40 @@ pub fn hex_field(v: &Value, key: &str) -> anyhow::Result<Vec<u8>> {
         .ok_or_else(|| anyhow!("field {key:?} missing or not a string"))?;
     let clean: String = s.chars().filter(|c| !c.is_whitespace()).collect();
     hex::decode(&clean).with_context(|| format!("field {key:?} is not hex"))
+}
+
+/// Replays every vector of `family` through `check`; a vector whose check fails, or that
+/// lacks a `name` or a `provenance`, becomes one failure line.
+pub fn replay_with(
+    dir: &Path,
+    family: &str,
+    check: impl Fn(&Value) -> anyhow::Result<()>,
+) -> anyhow::Result<FamilyReport> {
+    let file = load_family(dir, family)?;
+    let mut failures = Vec::new();
+    for (i, v) in file.vectors.iter().enumerate() {
+        let name = v.get("name").and_then(Value::as_str).unwrap_or("");
+        let label = if name.is_empty() {
+            format!("#{i}")
+        } else {
+            name.to_string()
+        };
+        let provenance = v.get("provenance").and_then(Value::as_str).unwrap_or("");
+        let outcome = if name.is_empty() {
+            Err(anyhow!("vector has no name"))
+        } else if provenance.is_empty() {
+            Err(anyhow!("vector has no provenance"))
+        } else {
+            check(v)
+        };
+        if let Err(e) = outcome {
+            failures.push(format!("{label}: {e:#}"));
+        }
+    }
+    Ok(FamilyReport {
+        family: file.family,
+        provenance: file.provenance,
+        count: file.vectors.len(),
+        failures,
+    })
 }

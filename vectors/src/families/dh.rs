@@ -8,7 +8,7 @@ use mtproxy::protocol::dh::{
 };
 use serde_json::Value;
 
-use crate::{hex_field, load_family, FamilyReport};
+use crate::{hex_field, replay_with, FamilyReport};
 
 const NAME: &str = "dh";
 
@@ -62,22 +62,7 @@ fn check(v: &Value) -> anyhow::Result<()> {
 /// # Errors
 /// When the data file cannot be read.
 pub fn replay(dir: &Path) -> anyhow::Result<FamilyReport> {
-    let file = load_family(dir, NAME)?;
-    let failures = file
-        .vectors
-        .iter()
-        .filter_map(|v| {
-            check(v)
-                .err()
-                .map(|e| format!("{}: {e:#}", v["name"].as_str().unwrap_or("?")))
-        })
-        .collect();
-    Ok(FamilyReport {
-        family: NAME.to_string(),
-        provenance: file.provenance,
-        count: file.vectors.len(),
-        failures,
-    })
+    replay_with(dir, NAME, check)
 }
 
 #[cfg(test)]

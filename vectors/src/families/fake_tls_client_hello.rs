@@ -8,7 +8,7 @@ use mtproxy::protocol::fake_tls::{
 };
 use serde_json::Value;
 
-use crate::{hex_field, load_family, FamilyReport};
+use crate::{hex_field, replay_with, FamilyReport};
 
 const NAME: &str = "fake_tls_client_hello";
 
@@ -113,24 +113,10 @@ fn check_validate(v: &Value) -> anyhow::Result<()> {
 /// # Errors
 /// When the data file cannot be read.
 pub fn replay(dir: &Path) -> anyhow::Result<FamilyReport> {
-    let file = load_family(dir, NAME)?;
-    let mut failures = Vec::new();
-    for v in &file.vectors {
-        let name = v["name"].as_str().unwrap_or("?").to_string();
-        let res = match v["kind"].as_str() {
-            Some("classify") => check_classify(v),
-            Some("validate") => check_validate(v),
-            other => Err(anyhow!("unknown kind {other:?}")),
-        };
-        if let Err(e) = res {
-            failures.push(format!("{name}: {e:#}"));
-        }
-    }
-    Ok(FamilyReport {
-        family: NAME.to_string(),
-        provenance: file.provenance,
-        count: file.vectors.len(),
-        failures,
+    replay_with(dir, NAME, |v| match v["kind"].as_str() {
+        Some("classify") => check_classify(v),
+        Some("validate") => check_validate(v),
+        other => Err(anyhow!("unknown kind {other:?}")),
     })
 }
 

@@ -10,7 +10,7 @@ use mtproxy::protocol::fake_tls::{
 };
 use serde_json::Value;
 
-use crate::{hex_field, load_family, FamilyReport};
+use crate::{hex_field, replay_with, FamilyReport};
 
 const NAME: &str = "fake_tls_server_hello";
 
@@ -136,26 +136,12 @@ fn check_aggregate(v: &Value) -> anyhow::Result<()> {
 /// # Errors
 /// When the data file cannot be read.
 pub fn replay(dir: &Path) -> anyhow::Result<FamilyReport> {
-    let file = load_family(dir, NAME)?;
-    let mut failures = Vec::new();
-    for v in &file.vectors {
-        let name = v["name"].as_str().unwrap_or("?").to_string();
-        let res = match v["kind"].as_str() {
-            Some("build") => check_build(v),
-            Some("verify") => check_verify(v),
-            Some("probe") => check_probe(v),
-            Some("aggregate") => check_aggregate(v),
-            other => Err(anyhow!("unknown kind {other:?}")),
-        };
-        if let Err(e) = res {
-            failures.push(format!("{name}: {e:#}"));
-        }
-    }
-    Ok(FamilyReport {
-        family: NAME.to_string(),
-        provenance: file.provenance,
-        count: file.vectors.len(),
-        failures,
+    replay_with(dir, NAME, |v| match v["kind"].as_str() {
+        Some("build") => check_build(v),
+        Some("verify") => check_verify(v),
+        Some("probe") => check_probe(v),
+        Some("aggregate") => check_aggregate(v),
+        other => Err(anyhow!("unknown kind {other:?}")),
     })
 }
 

@@ -6,43 +6,8 @@ use std::path::Path;
 use anyhow::{anyhow, bail, ensure, Context};
 use serde_json::Value;
 
-use crate::{load_family, FamilyReport};
-
-/// Replays every vector of `family` through `check`; a vector whose check fails, or that
-/// lacks a `name` or a `provenance`, becomes one failure line.
-pub(crate) fn replay_with(
-    dir: &Path,
-    family: &str,
-    check: impl Fn(&Value) -> anyhow::Result<()>,
-) -> anyhow::Result<FamilyReport> {
-    let file = load_family(dir, family)?;
-    let mut failures = Vec::new();
-    for (i, v) in file.vectors.iter().enumerate() {
-        let name = v.get("name").and_then(Value::as_str).unwrap_or("");
-        let label = if name.is_empty() {
-            format!("#{i}")
-        } else {
-            name.to_string()
-        };
-        let provenance = v.get("provenance").and_then(Value::as_str).unwrap_or("");
-        let outcome = if name.is_empty() {
-            Err(anyhow!("vector has no name"))
-        } else if provenance.is_empty() {
-            Err(anyhow!("vector has no provenance"))
-        } else {
-            check(v)
-        };
-        if let Err(e) = outcome {
-            failures.push(format!("{label}: {e:#}"));
-        }
-    }
-    Ok(FamilyReport {
-        family: file.family,
-        provenance: file.provenance,
-        count: file.vectors.len(),
-        failures,
-    })
-}
+pub(crate) use crate::replay_with;
+use crate::FamilyReport;
 
 /// Reads the hex field `key` as exactly `N` bytes.
 pub(crate) fn array<const N: usize>(v: &Value, key: &str) -> anyhow::Result<[u8; N]> {

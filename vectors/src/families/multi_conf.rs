@@ -10,7 +10,7 @@ use anyhow::{anyhow, Context};
 use mtproxy::config::multi_conf::{parse_multi_conf, MultiConf};
 use serde_json::{json, Value};
 
-use crate::{load_family, FamilyReport};
+use crate::{replay_with, FamilyReport};
 
 const NAME: &str = "multi_conf";
 
@@ -19,24 +19,7 @@ const NAME: &str = "multi_conf";
 /// # Errors
 /// When the data file cannot be read.
 pub fn replay(dir: &Path) -> anyhow::Result<FamilyReport> {
-    let file = load_family(dir, NAME)?;
-    let mut failures = Vec::new();
-    for v in &file.vectors {
-        let name = v
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("?")
-            .to_string();
-        if let Err(e) = check(v) {
-            failures.push(format!("{name}: {e:#}"));
-        }
-    }
-    Ok(FamilyReport {
-        family: NAME.to_string(),
-        provenance: file.provenance,
-        count: file.vectors.len(),
-        failures,
-    })
+    replay_with(dir, NAME, check)
 }
 
 fn check(v: &Value) -> anyhow::Result<()> {

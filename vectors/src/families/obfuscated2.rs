@@ -11,7 +11,7 @@ use mtproxy::protocol::obfuscated2::{
 };
 use serde_json::Value;
 
-use crate::{hex_field, load_family, FamilyReport};
+use crate::{hex_field, replay_with, FamilyReport};
 
 const FAMILY: &str = "obfuscated2";
 
@@ -176,25 +176,14 @@ fn replay_client(v: &Value) -> anyhow::Result<Vec<String>> {
 /// # Errors
 /// When the file cannot be read.
 pub fn replay(dir: &Path) -> anyhow::Result<FamilyReport> {
-    let file = load_family(dir, FAMILY)?;
-    let mut failures = Vec::new();
-    for v in &file.vectors {
-        let name = v.get("name").and_then(Value::as_str).unwrap_or("?");
-        let res = match v.get("role").and_then(Value::as_str) {
-            Some("server") => replay_server(v),
-            Some("client") => replay_client(v),
-            other => Err(anyhow!("bad role {other:?}")),
+    replay_with(dir, FAMILY, |v| {
+        let failures = match v.get("role").and_then(Value::as_str) {
+            Some("server") => replay_server(v)?,
+            Some("client") => replay_client(v)?,
+            other => return Err(anyhow!("bad role {other:?}")),
         };
-        match res {
-            Ok(fs) => failures.extend(fs.into_iter().map(|f| format!("{name}: {f}"))),
-            Err(e) => failures.push(format!("{name}: {e:#}")),
-        }
-    }
-    Ok(FamilyReport {
-        family: FAMILY.into(),
-        provenance: file.provenance,
-        count: file.vectors.len(),
-        failures,
+        anyhow::ensure!(failures.is_empty(), "{}", failures.join("; "));
+        Ok(())
     })
 }
 

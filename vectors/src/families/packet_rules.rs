@@ -8,7 +8,7 @@ use anyhow::{anyhow, Context};
 use mtproxy::protocol::packet::{classify, DropReason, PacketVerdict};
 use serde_json::Value;
 
-use crate::{hex_field, load_family, FamilyReport};
+use crate::{hex_field, replay_with, FamilyReport};
 
 const FAMILY: &str = "packet_rules";
 
@@ -56,21 +56,9 @@ fn replay_one(v: &Value) -> anyhow::Result<Option<String>> {
 /// # Errors
 /// When the file cannot be read.
 pub fn replay(dir: &Path) -> anyhow::Result<FamilyReport> {
-    let file = load_family(dir, FAMILY)?;
-    let mut failures = Vec::new();
-    for v in &file.vectors {
-        let name = v.get("name").and_then(Value::as_str).unwrap_or("?");
-        match replay_one(v) {
-            Ok(None) => {}
-            Ok(Some(f)) => failures.push(format!("{name}: {f}")),
-            Err(e) => failures.push(format!("{name}: {e:#}")),
-        }
-    }
-    Ok(FamilyReport {
-        family: FAMILY.into(),
-        provenance: file.provenance,
-        count: file.vectors.len(),
-        failures,
+    replay_with(dir, FAMILY, |v| match replay_one(v)? {
+        None => Ok(()),
+        Some(f) => Err(anyhow!("{f}")),
     })
 }
 

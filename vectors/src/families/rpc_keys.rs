@@ -13,7 +13,7 @@ use mtproxy::protocol::rpc::keys::{
 };
 use serde_json::Value;
 
-use crate::{hex_field, load_family, FamilyReport};
+use crate::{hex_field, replay_with, FamilyReport};
 
 const NAME: &str = "rpc_keys";
 
@@ -22,20 +22,7 @@ const NAME: &str = "rpc_keys";
 /// # Errors
 /// When the data file cannot be read.
 pub fn replay(dir: &Path) -> anyhow::Result<FamilyReport> {
-    let file = load_family(dir, NAME)?;
-    let mut failures = Vec::new();
-    for v in &file.vectors {
-        if let Err(e) = check(v) {
-            let name = v.get("name").and_then(Value::as_str).unwrap_or("?");
-            failures.push(format!("{name}: {e:#}"));
-        }
-    }
-    Ok(FamilyReport {
-        family: NAME.to_string(),
-        provenance: file.provenance,
-        count: file.vectors.len(),
-        failures,
-    })
+    replay_with(dir, NAME, check)
 }
 
 pub(crate) fn int(v: &Value, key: &str) -> anyhow::Result<i64> {

@@ -20,7 +20,7 @@ use mtproxy::protocol::rpc::Bytes;
 use serde_json::Value;
 
 use super::rpc_keys::{int, string};
-use crate::{hex_field, load_family, FamilyReport};
+use crate::{hex_field, replay_with, FamilyReport};
 
 const NAME: &str = "rpc_messages";
 
@@ -29,20 +29,7 @@ const NAME: &str = "rpc_messages";
 /// # Errors
 /// When the data file cannot be read.
 pub fn replay(dir: &Path) -> anyhow::Result<FamilyReport> {
-    let file = load_family(dir, NAME)?;
-    let mut failures = Vec::new();
-    for v in &file.vectors {
-        if let Err(e) = check(v) {
-            let name = v.get("name").and_then(Value::as_str).unwrap_or("?");
-            failures.push(format!("{name}: {e:#}"));
-        }
-    }
-    Ok(FamilyReport {
-        family: NAME.to_string(),
-        provenance: file.provenance,
-        count: file.vectors.len(),
-        failures,
-    })
+    replay_with(dir, NAME, check)
 }
 
 fn bytes(v: &Value, key: &str) -> anyhow::Result<Bytes> {

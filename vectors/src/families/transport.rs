@@ -14,7 +14,7 @@ use mtproxy::protocol::transport::{
 };
 use serde_json::Value;
 
-use crate::{hex_field, load_family, FamilyReport};
+use crate::{hex_field, replay_with, FamilyReport};
 
 const FAMILY: &str = "transport";
 
@@ -215,20 +215,10 @@ fn replay_one(v: &Value) -> anyhow::Result<Vec<String>> {
 /// # Errors
 /// When the file cannot be read.
 pub fn replay(dir: &Path) -> anyhow::Result<FamilyReport> {
-    let file = load_family(dir, FAMILY)?;
-    let mut failures = Vec::new();
-    for v in &file.vectors {
-        let name = v.get("name").and_then(Value::as_str).unwrap_or("?");
-        match replay_one(v) {
-            Ok(fs) => failures.extend(fs.into_iter().map(|f| format!("{name}: {f}"))),
-            Err(e) => failures.push(format!("{name}: {e:#}")),
-        }
-    }
-    Ok(FamilyReport {
-        family: FAMILY.into(),
-        provenance: file.provenance,
-        count: file.vectors.len(),
-        failures,
+    replay_with(dir, FAMILY, |v| {
+        let failures = replay_one(v)?;
+        anyhow::ensure!(failures.is_empty(), "{}", failures.join("; "));
+        Ok(())
     })
 }
 
