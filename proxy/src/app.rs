@@ -287,6 +287,11 @@ impl App {
         for name in &o.ignored {
             tracing::debug!("option --{name} is accepted for compatibility and ignored");
         }
+        if o.daemonize {
+            tracing::warn!(
+                "-d: this build does not daemonize; run it under systemd, docker or another supervisor"
+            );
+        }
         if o.tls_workers_warning().is_some() {
             // C warns here because its replay cache is per worker; ours is the master's.
             tracing::info!("-D with -M: the fake-TLS replay cache is shared by every worker");

@@ -301,8 +301,9 @@ pub fn ignored_options() -> &'static [&'static str] {
         "tcp-cpu-threads",
         "tcp-iothreads",
         "disable-tcp",
-        "nice",
-        "msg-buffers-size",
+        "daemonize",
+        "max-accept-rate",
+        "max-dh-accept-rate",
     ]
 }
 
@@ -870,6 +871,7 @@ fn apply(o: &mut Options, def: &OptDef, value: Option<String>) -> Flow {
             } else {
                 atoi(&v) != 0
             };
+            note_ignored(o, "daemonize");
         }
         Id::Help => return usage_with(Vec::new()),
         Id::Log => o.log_file = Some(v),
@@ -898,12 +900,10 @@ fn apply(o: &mut Options, def: &OptDef, value: Option<String>) -> Flow {
         Id::AesPwd => o.aes_pwd_file = Some(v),
         Id::Nice => {
             o.nice = Some(atoi(&v));
-            note_ignored(o, "nice");
         }
         Id::MsgBuffers => match parse_memory_limit(&v) {
             Ok(n) => {
                 o.msg_buffers_size = n;
-                note_ignored(o, "msg-buffers-size");
             }
             Err(msg) => return usage_with(vec![StderrLine::Log(msg)]),
         },
@@ -916,8 +916,14 @@ fn apply(o: &mut Options, def: &OptDef, value: Option<String>) -> Flow {
         Id::IoThreads => note_ignored(o, "io-threads"),
         Id::AllowSkipDh => note_ignored(o, "allow-skip-dh"),
         Id::ForceDh => note_ignored(o, "force-dh"),
-        Id::MaxAcceptRate => o.max_accept_rate = atoi(&v),
-        Id::MaxDhAcceptRate => o.max_dh_accept_rate = atoi(&v),
+        Id::MaxAcceptRate => {
+            o.max_accept_rate = atoi(&v);
+            note_ignored(o, "max-accept-rate");
+        }
+        Id::MaxDhAcceptRate => {
+            o.max_dh_accept_rate = atoi(&v);
+            note_ignored(o, "max-dh-accept-rate");
+        }
         Id::Multithread => note_ignored(o, "multithread"),
         Id::TcpCpuThreads => note_ignored(o, "tcp-cpu-threads"),
         Id::TcpIoThreads => note_ignored(o, "tcp-iothreads"),
