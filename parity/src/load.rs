@@ -188,6 +188,8 @@ struct MeShared {
     changed: Notify,
     links: Mutex<HashMap<usize, mpsc::UnboundedSender<LinkCmd>>>,
     seen: Mutex<HashMap<(u64, u32), Seen>>,
+    /// Sink mode: a request of this conn_id gives its client one more credit.
+    credit: Mutex<HashMap<i64, Arc<Semaphore>>>,
     requests: AtomicU64,
     request_bytes: AtomicU64,
     failed: AtomicBool,
@@ -242,6 +244,7 @@ impl BenchMe {
             changed: Notify::new(),
             links: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
+            credit: Mutex::new(HashMap::new()),
             requests: AtomicU64::new(0),
             request_bytes: AtomicU64::new(0),
             failed: AtomicBool::new(false),
@@ -333,6 +336,34 @@ impl BenchMe {
                     self.received().1
                 )
             })
+    }
+
+    /// Sink mode credit: every later request of client `i` of `phase` adds a permit to the
+    /// `i`-th returned semaphore (each starting with `window` permits), so uploading
+    /// clients keep at most `window` requests between them and the ME without any answer
+    /// through the proxy.
+    ///
+    /// # Errors
+    /// A client of `phase` whose warm-up the ME has not seen.
+    pub fn arm_sink(
+        &self,
+        phase: u64,
+        clients: usize,
+        window: usize,
+    ) -> anyhow::Result<Vec<Arc<Semaphore>>> {
+        let seen = lock(&self.shared.seen);
+        let mut credit = lock(&self.shared.credit);
+        credit.clear();
+        let mut out = Vec::with_capacity(clients);
+        for i in 0..clients {
+            let s = seen
+                .get(&(phase, i as u32))
+                .with_context(|| format!("no warm-up seen from client {i}"))?;
+            let sem = Arc::new(Semaphore::new(window));
+            credit.insert(s.conn_id, sem.clone());
+            out.push(sem);
+        }
+        Ok(out)
     }
 
     /// Every link precomputes `per_client` RPC_PROXY_ANS frames carrying `answer` for each
@@ -544,6 +575,11 @@ fn on_me_event(
                         conn_id,
                         data: req.payload,
                     });
+                }
+                1 => {
+                    if let Some(c) = lock(&shared.credit).get(&conn_id) {
+                        c.add_permits(1);
+                    }
                 }
                 2 => {
                     if let Some(a) = armed {
@@ -986,8 +1022,10 @@ pub async fn idle_cpu(pid: u32, window: Duration) -> f64 {
 // Bulk throughput.
 
 /// One bulk phase: `clients` clients each send `requests` requests of `request_size`
-/// bytes with at most `window` unanswered; the ME answers each with `answer_size` bytes
-/// (0: no answers, the ME only counts).
+/// bytes with at most `window` unanswered; the ME answers each with `answer_size` bytes.
+/// With `answer_size` 0 nothing is answered: the ME counts, and a request reaching the ME
+/// gives its client the credit for one more (an unbounded upload would only measure how
+/// much a proxy buffers — the C build aborts with "cannot allocate tcp receive buffer").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BulkSpec {
     /// Concurrent clients.
@@ -1048,23 +1086,28 @@ pub async fn bulk(
         clients.push((s, sc.stream));
     }
     let answered = spec.answer_size > 0;
-    if answered {
+    let window = spec.window.max(1);
+    let credits = if answered {
         let armed = me.arm(phase, answer, spec.requests).await?;
         if armed != spec.clients {
             bail!("the ME armed {armed} of {} clients", spec.clients);
         }
         me.set_mode(MeMode::Stream);
+        (0..spec.clients)
+            .map(|_| Arc::new(Semaphore::new(window)))
+            .collect()
     } else {
+        let c = me.arm_sink(phase, spec.clients, window)?;
         me.set_mode(MeMode::Sink);
-    }
+        c
+    };
     me.reset_received();
     let answer_wire = 4 + spec.answer_size;
-    let window = spec.window.max(1);
     let cpu = CpuWindow::start(pid);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for (s, stream) in clients {
-        tasks.spawn(bulk_client(s, stream, spec, answered, answer_wire, window));
+    for ((s, stream), credit) in clients.into_iter().zip(credits) {
+        tasks.spawn(bulk_client(s, stream, spec, answered, answer_wire, credit));
     }
     let deadline = tokio::time::Instant::now() + timeout;
     // Connections stay open until the phase is over (the ME may still be counting).
@@ -1108,16 +1151,9 @@ async fn bulk_client(
     spec: BulkSpec,
     answered: bool,
     answer_wire: usize,
-    window: usize,
+    credit: Arc<Semaphore>,
 ) -> anyhow::Result<TcpStream> {
     let (mut rd, mut wr) = s.into_split();
-    if !answered {
-        for piece in stream.chunks(WRITE_PIECE) {
-            wr.write_all(piece).await?;
-        }
-        return Ok(rd.reunite(wr)?);
-    }
-    let credit = Arc::new(Semaphore::new(window));
     let frame = spec.request_size + 4;
     let total = spec.requests;
     let c2 = credit.clone();
@@ -1142,6 +1178,10 @@ async fn bulk_client(
         anyhow::Ok(wr)
     };
     let reader = async move {
+        if !answered {
+            // The ME hands out the credit; nothing comes back through the proxy.
+            return anyhow::Ok(rd);
+        }
         let mut buf = vec![0u8; WRITE_PIECE];
         let mut got = 0usize;
         let mut answers = 0usize;

@@ -105,5 +105,38 @@ fn crc(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ctr, cbc_encrypt, cbc_decrypt, aes_blocks, crc);
+fn cbc_chains(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cbc_encrypt_chains");
+    for chains in [1usize, 2, 4, 8] {
+        let n = 16 * 1024;
+        g.throughput(Throughput::Bytes((n * chains) as u64));
+        let mut bufs = vec![vec![0x5au8; n]; chains];
+        let mut encs: Vec<_> = (0..chains)
+            .map(|_| cbc::Encryptor::<Aes256>::new(&KEY.into(), &IV.into()))
+            .collect();
+        g.bench_with_input(BenchmarkId::new("interleaved", chains), &chains, |b, _| {
+            b.iter(|| {
+                for i in 0..n / 16 {
+                    for (e, buf) in encs.iter_mut().zip(bufs.iter_mut()) {
+                        let blk = cipher::generic_array::GenericArray::from_mut_slice(
+                            &mut buf[i * 16..i * 16 + 16],
+                        );
+                        e.encrypt_block_mut(blk);
+                    }
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    cbc_chains,
+    ctr,
+    cbc_encrypt,
+    cbc_decrypt,
+    aes_blocks,
+    crc
+);
 criterion_main!(benches);

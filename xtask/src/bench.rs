@@ -91,7 +91,7 @@ pub struct Plan {
     pub idle_clients: Vec<usize>,
     /// Bulk echo: 16 KiB requests, 16 KiB answers.
     pub echo: BulkSpec,
-    /// Upload only: 16 KiB requests, no answers.
+    /// Upload only: 16 KiB requests, no answers (credit from the ME).
     pub upload: BulkSpec,
     /// Download only: 64-byte requests, 16 KiB answers.
     pub download: BulkSpec,
@@ -145,7 +145,7 @@ impl Plan {
                 requests: per_client(16384).max(1),
                 request_size: 16384,
                 answer_size: 0,
-                window: 0,
+                window: 8,
             },
             download: BulkSpec {
                 clients,
@@ -158,7 +158,7 @@ impl Plan {
             latency_rate: 800.0,
             latency_size: 256,
             latency_secs: if q { 1.0 } else { 5.0 },
-            conn_concurrency: 32,
+            conn_concurrency: 128,
             conn_secs: if q { 1.0 } else { 3.0 },
             max_connections: 16_384,
         }
