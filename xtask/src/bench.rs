@@ -120,7 +120,8 @@ impl Plan {
     fn new(b: &Bench, proxy_cpus: String, loadgen_cpus: String) -> Self {
         let q = b.quick;
         let mib = if q { 16 } else { b.bulk_mib.max(1) };
-        let clients = 8;
+        // 16 clients over the proxies' 4 ME links: every link carries traffic.
+        let clients = 16;
         let per_client = |size: usize| (mib << 20) / clients / size;
         Plan {
             phases: b.phases.clone(),
@@ -138,21 +139,21 @@ impl Plan {
                 requests: per_client(16384).max(1),
                 request_size: 16384,
                 answer_size: 16384,
-                window: 8,
+                window: 4,
             },
             upload: BulkSpec {
                 clients,
                 requests: per_client(16384).max(1),
                 request_size: 16384,
                 answer_size: 0,
-                window: 8,
+                window: 4,
             },
             download: BulkSpec {
                 clients,
                 requests: per_client(16384).max(1),
                 request_size: 64,
                 answer_size: 16384,
-                window: 16,
+                window: 8,
             },
             latency_clients: 16,
             latency_rate: 800.0,
@@ -780,6 +781,7 @@ async fn measure_side(
     }
     let pid = proxy.pid();
     let addr = proxy.client_addr();
+    step(&format!("pid {pid}, clients on {addr}"));
     let mut side = SideReport {
         label: label.to_string(),
         startup: ready,
