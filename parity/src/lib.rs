@@ -3,6 +3,7 @@
 //!
 //! * [`fake_me`]: the fake Telegram middle-end (the RPC server role of the protocol core).
 //! * [`client`]: the MTProto client simulator (obfuscated2 and fake-TLS clients, bad clients).
+//! * [`load`]: the load generator of `cargo xtask bench` (bench ME, precomputed clients).
 //! * [`driver`]: the dual-run's traffic driver (FakeMe + client simulator).
 //! * [`process`]: spawn a proxy binary with a generated config, wait for readiness, `/stats`,
 //!   signals, timed shutdown.
@@ -23,6 +24,7 @@ pub mod divergences;
 pub mod driver;
 pub mod dualrun;
 pub mod fake_me;
+pub mod load;
 pub mod metrics;
 pub mod process;
 pub mod report;

@@ -111,7 +111,7 @@ impl Dualrun {
 }
 
 /// Builds the release `mtproto-proxy` with the same cargo and returns its path.
-fn build_candidate(root: &std::path::Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn build_candidate(root: &std::path::Path) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!(
         "[dualrun] building the candidate: cargo build --release -p mtproxy --bin mtproto-proxy"

@@ -4,6 +4,9 @@
 //!   seeded workload and write `artifacts/dualrun/dualrun-report.json` (exit 1 on FAIL).
 //! * `vectors` — replay every vector family, print a count per family and write
 //!   `artifacts/vectors/vectors-report.json`; fails when any vector fails.
+//! * `bench` — the candidate against the C build on loopback (throughput, connection
+//!   rate, latency, idle memory and CPU, start-up); writes `artifacts/bench/bench-report.json`
+//!   and `bench.svg`.
 //! * `tidy` — the source checks that also run as tests under `cargo test` (the protocol
 //!   core stays sans-IO; every crate root forbids unsafe code).
 //!
@@ -19,6 +22,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod dualrun;
 mod tidy;
 mod time;
@@ -37,6 +41,8 @@ struct Xtask {
 enum Command {
     /// Run the reference and the candidate side by side and write the gating report.
     Dualrun(dualrun::Dualrun),
+    /// Benchmark the candidate against the C build and write artifacts/bench/.
+    Bench(bench::Bench),
     /// Replay every vector family and write artifacts/vectors/vectors-report.json.
     Vectors(vectors::Vectors),
     /// Run the source checks (also run as tests by `cargo test`).
@@ -47,6 +53,7 @@ impl Command {
     fn run(self) -> anyhow::Result<()> {
         match self {
             Command::Dualrun(cmd) => cmd.run(),
+            Command::Bench(cmd) => cmd.run(),
             Command::Vectors(cmd) => cmd.run(),
             Command::Tidy(cmd) => cmd.run(),
         }

@@ -4,7 +4,10 @@
 //!
 //! Every link runs as two tasks: a reader (socket → [`RpcLink::handle_input`] → events
 //! routed to clients by `conn_id`) and a writer (client commands →
-//! [`RpcLink::send_proxy_req`] → socket). The writer's command queue is bounded, so a
+//! [`RpcLink::send_proxy_req`] → socket). Under load a writer encrypts together with the
+//! other links of its target ([`RpcLink::seal_pending`]): AES-CBC encryption is
+//! sequential within one link, so interleaving the links' chains is what lets one core
+//! encrypt at more than AES latency speed. The writer's command queue is bounded, so a
 //! middle end that stops reading makes its clients' `send` wait, and those clients stop
 //! reading their sockets: backpressure all the way back to the client's TCP window
 //! instead of C's unbounded buffering (which ends in an assert and a dead proxy).
@@ -35,8 +38,16 @@ use crate::stats::{dec, inc};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Commands queued towards one link before senders wait (backpressure).
 const COMMAND_QUEUE: usize = 256;
-/// Client packets forwarded per client before it must wait for the link writer.
+/// Commands a link writer takes from its queues per write at most.
 const WRITE_BATCH: usize = 64;
+/// Payload bytes a link writer takes per write at most: one write stays in the cache
+/// between encryption and the copy into the socket.
+const FLUSH_BYTES: usize = 64 * 1024;
+/// From this many queued bytes on, a writer encrypts together with its sibling links.
+const SEAL_TOGETHER: usize = 8 * 1024;
+/// How many scheduler rounds a writer with [`SEAL_TOGETHER`] bytes waits for its siblings
+/// to queue theirs (each round is one pass over the other ready tasks).
+const SEAL_WAIT_ROUNDS: usize = 3;
 
 /// A message for a client task.
 #[derive(Debug)]
@@ -81,6 +92,16 @@ pub enum MeCmd {
     },
     /// Write out what the link queued by itself (RPC_PONG answers).
     Flush,
+}
+
+impl MeCmd {
+    /// Payload bytes carried (0 for control commands).
+    fn len(&self) -> usize {
+        match self {
+            MeCmd::ProxyReq { payload, .. } => payload.len(),
+            MeCmd::CloseConn { .. } | MeCmd::Flush => 0,
+        }
+    }
 }
 
 /// One ready middle-end link.
@@ -140,6 +161,9 @@ impl MeConn {
 struct Target {
     addr: SocketAddr,
     ready: Mutex<Vec<Arc<MeConn>>>,
+    /// The RPC state of every ready link, so a writer can encrypt the frames its sibling
+    /// links queued together with its own ([`RpcLink::seal_pending`]).
+    links: Mutex<Vec<Arc<Mutex<RpcLink>>>>,
     cancel: CancellationToken,
 }
 
@@ -211,6 +235,7 @@ impl MePool {
             let t = Arc::new(Target {
                 addr: *addr,
                 ready: Mutex::new(Vec::new()),
+                links: Mutex::new(Vec::new()),
                 cancel: shutdown.child_token(),
             });
             for _ in 0..per_target {
@@ -368,10 +393,12 @@ async fn serve_link(shared: &Arc<Shared>, target: &Arc<Target>, stream: TcpStrea
     }
     tracing::info!(target_addr = %target.addr, "connected to RPC middle-end");
     let link = Arc::new(Mutex::new(link));
+    lock(&target.links).push(link.clone());
     let (rd, wr) = stream.into_split();
     let stop = target.cancel.child_token();
     let writer = tokio::spawn(write_loop(
         shared.clone(),
+        target.clone(),
         link.clone(),
         wr,
         rx,
@@ -381,6 +408,7 @@ async fn serve_link(shared: &Arc<Shared>, target: &Arc<Target>, stream: TcpStrea
     let reason = read_loop(shared, &conn, &link, rd, &stop).await;
     stop.cancel();
     let _ = writer.await;
+    lock(&target.links).retain(|l| !Arc::ptr_eq(l, &link));
     conn.alive.store(false, Relaxed);
     {
         let mut ready = lock(&target.ready);
@@ -485,6 +513,7 @@ async fn read_loop(
 
 async fn write_loop(
     shared: Arc<Shared>,
+    target: Arc<Target>,
     link: Arc<Mutex<RpcLink>>,
     mut wr: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::Receiver<MeCmd>,
@@ -492,7 +521,7 @@ async fn write_loop(
     stop: CancellationToken,
 ) {
     let tag = shared.settings.proxy_tag;
-    let mut out = BytesMut::with_capacity(64 * 1024);
+    let mut out = BytesMut::with_capacity(FLUSH_BYTES);
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     loop {
         batch.clear();
@@ -503,13 +532,17 @@ async fn write_loop(
             Some(cmd) = rx.recv() => batch.push(cmd),
             else => return,
         }
-        while batch.len() < WRITE_BATCH {
+        let mut bytes = batch.first().map_or(0, MeCmd::len);
+        while batch.len() < WRITE_BATCH && bytes < FLUSH_BYTES {
             match ctl_rx.try_recv().or_else(|_| rx.try_recv()) {
-                Ok(cmd) => batch.push(cmd),
+                Ok(cmd) => {
+                    bytes += cmd.len();
+                    batch.push(cmd);
+                }
                 Err(_) => break,
             }
         }
-        {
+        let pending = {
             let mut l = lock(&link);
             for cmd in batch.drain(..) {
                 let r = match cmd {
@@ -531,8 +564,27 @@ async fn write_loop(
                     return;
                 }
             }
-            l.poll_transmit(&mut out);
+            l.pending_len()
+        };
+        if pending >= SEAL_TOGETHER {
+            // Under load: let the sibling links' writers queue their frames too, then
+            // encrypt every link's frames in one interleaved pass (CBC encryption is
+            // sequential per link; several links run in parallel on one core). Wait a few
+            // scheduler rounds at most while a sibling has nothing queued; stop early if
+            // a sibling already encrypted ours (then it is not ours to seal).
+            let mut st = pending_siblings(&target, &link);
+            for _ in 0..SEAL_WAIT_ROUNDS {
+                if st.is_none_or(|(_, idle)| idle == 0) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+                st = pending_siblings(&target, &link);
+            }
+            if st.is_some() {
+                seal_target(&target, &link);
+            }
         }
+        lock(&link).poll_transmit(&mut out);
         if !out.is_empty() {
             let r = tokio::select! {
                 () = stop.cancelled() => return,
@@ -545,6 +597,45 @@ async fn write_loop(
             out.clear();
         }
     }
+}
+
+/// How many sibling links of `own` have frames queued for encryption, and how many have
+/// none (`None`: `own` has none left, a sibling already encrypted them).
+fn pending_siblings(target: &Target, own: &Arc<Mutex<RpcLink>>) -> Option<(usize, usize)> {
+    if lock(own).pending_len() == 0 {
+        return None;
+    }
+    let siblings = lock(&target.links);
+    let (mut pending, mut idle) = (0, 0);
+    for l in siblings.iter().filter(|l| !Arc::ptr_eq(l, own)) {
+        match l.try_lock() {
+            Ok(g) if g.pending_len() > 0 => pending += 1,
+            Ok(_) => idle += 1,
+            Err(_) => {}
+        }
+    }
+    Some((pending, idle))
+}
+
+/// Encrypts the queued frames of `own` together with those of every sibling link of
+/// `target` that is not busy (locked) right now.
+fn seal_target(target: &Target, own: &Arc<Mutex<RpcLink>>) {
+    let siblings: Vec<Arc<Mutex<RpcLink>>> = lock(&target.links).clone();
+    // Our own link first and blocking; the others only if free, so two writers sealing at
+    // the same time never wait for each other.
+    let mut guards = vec![lock(own)];
+    for l in &siblings {
+        if Arc::ptr_eq(l, own) {
+            continue;
+        }
+        if let Ok(g) = l.try_lock() {
+            if g.pending_len() > 0 {
+                guards.push(g);
+            }
+        }
+    }
+    let mut links: Vec<&mut RpcLink> = guards.iter_mut().map(|g| &mut **g).collect();
+    RpcLink::seal_pending(&mut links);
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -34,7 +34,7 @@ use super::handshake::{
 };
 use super::keys::{link_keys, KeyAddrs, KeyError, KeyInputs};
 use super::messages::{MessageError, ProxyReqHeader, RpcMessage};
-use crate::protocol::crypto::{CbcDecryptor, CbcEncryptor};
+use crate::protocol::crypto::{encrypt_chains, CbcDecryptor, CbcEncryptor};
 
 /// The default frame size limit: C's per-connection buffer limit (32 MiB). C's ME client
 /// itself has no limit (`max_packet_len` disabled); we bound memory anyway.
@@ -427,6 +427,38 @@ impl RpcLink {
             let _ = enc.encrypt(&mut self.pending);
         }
         dst.unsplit(self.pending.split());
+    }
+
+    /// Pads and encrypts the pending frames of several links at once, as each link's next
+    /// [`RpcLink::poll_transmit`] would, and keeps the ciphertext queued for it: the next
+    /// `poll_transmit` of each link returns exactly the bytes it would have returned
+    /// without this call. The CBC chains of the links are encrypted interleaved
+    /// ([`encrypt_chains`]), which is several times faster than one after the other.
+    pub fn seal_pending(links: &mut [&mut RpcLink]) {
+        let mut chains: Vec<(&mut CbcEncryptor, &mut [u8])> = Vec::with_capacity(links.len());
+        for l in links.iter_mut() {
+            let RpcLink { enc, pending, .. } = &mut **l;
+            if let Some(enc) = enc.as_mut() {
+                if !pending.is_empty() {
+                    pad_to_block(pending);
+                    chains.push((enc, &mut pending[..]));
+                }
+            }
+        }
+        // Every buffer was padded to a multiple of 16 just above, so this cannot fail.
+        let _ = encrypt_chains(&mut chains);
+        drop(chains);
+        for l in links.iter_mut() {
+            if !l.pending.is_empty() {
+                let sealed = l.pending.split();
+                l.wire.unsplit(sealed);
+            }
+        }
+    }
+
+    /// Bytes of plaintext frames queued and not yet encrypted.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
     }
 
     fn check_ready(&self) -> Result<(), LinkError> {

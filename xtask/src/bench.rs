@@ -1,0 +1,1193 @@
+//! `cargo xtask bench`: the candidate (this port) against the reference (a C build) on
+//! loopback in one run — throughput, connection rate, latency, idle memory and CPU,
+//! start-up — with candidate/reference ratios, written to `artifacts/bench/bench-report.json`
+//! and `bench.svg` (see `artifacts/bench/SCHEMA.md`).
+//!
+//! Each proxy runs pinned to one core (`taskset -c`, default the last CPU) with the same
+//! command line as the dual-run and no `-M`: C runs single-process, the candidate's
+//! runtime gets one worker thread (`available_parallelism` follows the affinity mask). The
+//! load generator (this process: the bench ME and every client, see `parity::load`) is
+//! pinned to the other CPUs. Each side gets a fresh ME and a fresh proxy; the sides run
+//! one after the other, in alternating order over `--runs`.
+//!
+//! The crypto floor comes from `openssl speed` (CPU time, one core, the proxy's core):
+//! per echoed byte a proxy does CTR-decrypt, CBC-encrypt, CBC-decrypt and CTR-encrypt.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context};
+use parity::load::{
+    self, BenchMe, BenchProxy, BulkResult, BulkSpec, ConnRateResult, IdleClients, LatencyResult,
+    ProxySpec, Startup,
+};
+use serde::{Deserialize, Serialize};
+
+/// Report format version.
+pub const SCHEMA: &str = "mtproxy-bench/1";
+
+/// Arguments of `cargo xtask bench`.
+#[derive(Debug, clap::Args)]
+pub struct Bench {
+    /// The reference binary (a C MTProxy build); default: $MTPROXY_C_BIN, else the
+    /// candidate against itself ("self" mode, ratios ≈ 1).
+    #[arg(long, value_name = "PATH")]
+    reference: Option<PathBuf>,
+    /// The candidate binary; default: build `mtproto-proxy` in release mode and use it.
+    #[arg(long, value_name = "PATH")]
+    candidate: Option<PathBuf>,
+    /// Full runs (both sides each); the order alternates, the report gives the spread.
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
+    /// The CPU the proxies are pinned to (default: the last one).
+    #[arg(long)]
+    proxy_cpu: Option<usize>,
+    /// Payload MiB per bulk phase and side.
+    #[arg(long, default_value_t = 512)]
+    bulk_mib: usize,
+    /// Idle-client counts for the memory figures (ascending).
+    #[arg(long, value_delimiter = ',', default_values_t = [1000usize, 10_000])]
+    idle_clients: Vec<usize>,
+    /// Idle CPU window (seconds).
+    #[arg(long, default_value_t = 10)]
+    idle_secs: u64,
+    /// Phases to run (default all): startup, idle, memory, latency, echo, upload,
+    /// download, conn. Skipped phases report zeros.
+    #[arg(long, value_delimiter = ',', default_values_t = PHASES.map(String::from))]
+    phases: Vec<String>,
+    /// Measure the candidate only (profiling; no ratios worth reading).
+    #[arg(long)]
+    candidate_only: bool,
+    /// Start-up trials per side (fresh process each; the median is reported).
+    #[arg(long, default_value_t = 5)]
+    startup_trials: usize,
+    /// Small and short phases (a smoke test of the harness; figures are not meaningful).
+    #[arg(long)]
+    quick: bool,
+    /// Where the report goes.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+/// Every phase, in the order they run.
+pub const PHASES: [&str; 8] = [
+    "startup", "idle", "memory", "latency", "echo", "upload", "download", "conn",
+];
+
+/// The phase sizes of one run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    /// The phases run.
+    pub phases: Vec<String>,
+    /// Start-up trials per side.
+    pub startup_trials: usize,
+    /// CPU list the proxies are pinned to.
+    pub proxy_cpus: String,
+    /// CPU list of the load generator.
+    pub loadgen_cpus: String,
+    /// Idle CPU window (s).
+    pub idle_secs: f64,
+    /// Idle-client counts.
+    pub idle_clients: Vec<usize>,
+    /// Bulk echo: 16 KiB requests, 16 KiB answers.
+    pub echo: BulkSpec,
+    /// Upload only: 16 KiB requests, no answers (credit from the ME).
+    pub upload: BulkSpec,
+    /// Download only: 64-byte requests, 16 KiB answers.
+    pub download: BulkSpec,
+    /// Latency: clients, offered requests/s, packet bytes, seconds.
+    pub latency_clients: usize,
+    /// Offered requests per second (all latency clients together).
+    pub latency_rate: f64,
+    /// Packet size of the latency phase.
+    pub latency_size: usize,
+    /// Duration of the latency phase (s).
+    pub latency_secs: f64,
+    /// Concurrent connectors of the connection-rate phase.
+    pub conn_concurrency: usize,
+    /// Duration of the connection-rate phase (s).
+    pub conn_secs: f64,
+    /// `-c` given to both proxies.
+    pub max_connections: u32,
+}
+
+impl Plan {
+    /// Whether `phase` runs.
+    pub fn has(&self, phase: &str) -> bool {
+        self.phases.iter().any(|p| p == phase)
+    }
+
+    fn new(b: &Bench, proxy_cpus: String, loadgen_cpus: String) -> Self {
+        let q = b.quick;
+        let mib = if q { 16 } else { b.bulk_mib.max(1) };
+        // 16 clients over the proxies' 4 ME links: every link carries traffic.
+        let clients = 16;
+        let per_client = |size: usize| (mib << 20) / clients / size;
+        Plan {
+            phases: b.phases.clone(),
+            startup_trials: b.startup_trials.max(1),
+            proxy_cpus,
+            loadgen_cpus,
+            idle_secs: if q { 1.0 } else { b.idle_secs as f64 },
+            idle_clients: if q {
+                vec![100, 300]
+            } else {
+                b.idle_clients.clone()
+            },
+            echo: BulkSpec {
+                clients,
+                requests: per_client(16384).max(1),
+                request_size: 16384,
+                answer_size: 16384,
+                window: 4,
+            },
+            upload: BulkSpec {
+                clients,
+                requests: per_client(16384).max(1),
+                request_size: 16384,
+                answer_size: 0,
+                window: 4,
+            },
+            download: BulkSpec {
+                clients,
+                requests: per_client(16384).max(1),
+                request_size: 64,
+                answer_size: 16384,
+                window: 8,
+            },
+            latency_clients: 16,
+            latency_rate: 800.0,
+            latency_size: 256,
+            latency_secs: if q { 1.0 } else { 5.0 },
+            conn_concurrency: 128,
+            conn_secs: if q { 1.0 } else { 3.0 },
+            max_connections: 16_384,
+        }
+    }
+}
+
+/// Resident memory with `clients` idle clients connected.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct IdleMemory {
+    /// Idle clients connected.
+    pub clients: usize,
+    /// Proxy `VmRSS` (bytes).
+    pub rss: u64,
+    /// Proxy `RssAnon` (bytes).
+    pub rss_anon: u64,
+    /// (`VmRSS` − `VmRSS` before any client) / clients.
+    pub rss_per_client: f64,
+    /// Machine-wide kernel slab growth / clients: both sockets of a client connection
+    /// (the client's and the proxy's end) plus their files and epoll entries. Noisy when
+    /// other work runs.
+    pub kernel_slab_per_connection_pair: f64,
+    /// Proxy CPU over the idle window with these clients connected (% of a core); only
+    /// for the largest count.
+    pub idle_cpu_percent: Option<f64>,
+}
+
+/// Everything measured for one proxy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SideReport {
+    /// `candidate` or `reference`.
+    pub label: String,
+    /// Binary path.
+    pub binary: String,
+    /// Start-up timing: the median over the trials.
+    pub startup: Startup,
+    /// Every start-up trial.
+    pub startup_trials: Vec<Startup>,
+    /// Proxy `VmRSS` once ready, before any client (bytes).
+    pub rss_ready: u64,
+    /// Idle CPU with no client (% of a core).
+    pub idle_cpu_percent: f64,
+    /// Memory per idle client at each count.
+    pub idle: Vec<IdleMemory>,
+    /// Latency at light load.
+    pub latency: LatencyResult,
+    /// Bulk echo.
+    pub echo: BulkResult,
+    /// Upload only.
+    pub upload: BulkResult,
+    /// Download only.
+    pub download: BulkResult,
+    /// New connections per second.
+    pub conn_rate: ConnRateResult,
+    /// Bulk echo MB/s as a fraction of the crypto floor.
+    pub echo_floor_fraction: f64,
+}
+
+/// The crypto floor on the proxy's core.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Floor {
+    /// AES-256-CTR, MB/s (16 KiB blocks, CPU time).
+    pub ctr_mb_s: f64,
+    /// AES-256-CBC encrypt, MB/s.
+    pub cbc_encrypt_mb_s: f64,
+    /// AES-256-CBC decrypt, MB/s.
+    pub cbc_decrypt_mb_s: f64,
+    /// `1 / (2/ctr + 1/cbc_enc + 1/cbc_dec)`: echo MB/s if a core did nothing but crypto.
+    pub echo_mb_s: f64,
+}
+
+impl Floor {
+    /// The echo floor of the three cipher speeds.
+    pub fn echo_of(ctr: f64, cbc_enc: f64, cbc_dec: f64) -> f64 {
+        if ctr <= 0.0 || cbc_enc <= 0.0 || cbc_dec <= 0.0 {
+            return 0.0;
+        }
+        1.0 / (2.0 / ctr + 1.0 / cbc_enc + 1.0 / cbc_dec)
+    }
+}
+
+/// One run: both sides and their ratios.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    /// 0-based run index.
+    pub index: usize,
+    /// Which side ran first.
+    pub first: String,
+    /// Load average (1 min) at the start and end of the run: other work on the machine.
+    pub loadavg: (f64, f64),
+    /// This port.
+    pub candidate: SideReport,
+    /// The C build (or the candidate again in self mode).
+    pub reference: SideReport,
+    /// candidate / reference per metric (see [`ratios`]).
+    pub ratios: Vec<Ratio>,
+}
+
+/// One candidate/reference ratio.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Ratio {
+    /// Metric name.
+    pub metric: String,
+    /// Candidate value.
+    pub candidate: f64,
+    /// Reference value.
+    pub reference: f64,
+    /// candidate / reference (0 when the reference is 0).
+    pub ratio: f64,
+    /// Whether a higher value is better.
+    pub higher_is_better: bool,
+}
+
+/// The ratios of one run.
+pub fn ratios(c: &SideReport, r: &SideReport) -> Vec<Ratio> {
+    let mut v = Vec::new();
+    let mut push = |metric: &str, a: f64, b: f64, hib: bool| {
+        v.push(Ratio {
+            metric: metric.to_string(),
+            candidate: a,
+            reference: b,
+            ratio: if b != 0.0 { a / b } else { 0.0 },
+            higher_is_better: hib,
+        });
+    };
+    push("echo_mb_s", c.echo.mb_per_s, r.echo.mb_per_s, true);
+    push("upload_mb_s", c.upload.mb_per_s, r.upload.mb_per_s, true);
+    push(
+        "download_mb_s",
+        c.download.mb_per_s,
+        r.download.mb_per_s,
+        true,
+    );
+    push(
+        "echo_mb_per_proxy_cpu_s",
+        c.echo.mb_per_proxy_cpu_s,
+        r.echo.mb_per_proxy_cpu_s,
+        true,
+    );
+    push("conn_per_s", c.conn_rate.per_s, r.conn_rate.per_s, true);
+    push(
+        "conn_per_proxy_cpu_s",
+        c.conn_rate.per_proxy_cpu_s,
+        r.conn_rate.per_proxy_cpu_s,
+        true,
+    );
+    push("latency_p50_us", c.latency.p50_us, r.latency.p50_us, false);
+    push("latency_p99_us", c.latency.p99_us, r.latency.p99_us, false);
+    for (a, b) in c.idle.iter().zip(&r.idle) {
+        push(
+            &format!("rss_per_idle_client_{}", a.clients),
+            a.rss_per_client,
+            b.rss_per_client,
+            false,
+        );
+    }
+    push(
+        "idle_cpu_percent",
+        c.idle_cpu_percent,
+        r.idle_cpu_percent,
+        false,
+    );
+    push(
+        "first_served_ms",
+        c.startup.first_served_ms,
+        r.startup.first_served_ms,
+        false,
+    );
+    push(
+        "rss_ready_bytes",
+        c.rss_ready as f64,
+        r.rss_ready as f64,
+        false,
+    );
+    v
+}
+
+/// The spread of one ratio over the runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Spread {
+    /// Metric name.
+    pub metric: String,
+    /// Median ratio.
+    pub median: f64,
+    /// Smallest ratio.
+    pub min: f64,
+    /// Largest ratio.
+    pub max: f64,
+    /// Median candidate value.
+    pub candidate_median: f64,
+    /// Median reference value.
+    pub reference_median: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Median, min and max of each ratio over `runs`.
+pub fn spreads(runs: &[RunReport]) -> Vec<Spread> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    first
+        .ratios
+        .iter()
+        .map(|r0| {
+            let all: Vec<&Ratio> = runs
+                .iter()
+                .filter_map(|r| r.ratios.iter().find(|x| x.metric == r0.metric))
+                .collect();
+            let ratio: Vec<f64> = all.iter().map(|x| x.ratio).collect();
+            Spread {
+                metric: r0.metric.clone(),
+                median: median(ratio.clone()),
+                min: ratio.iter().copied().fold(f64::INFINITY, f64::min),
+                max: ratio.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                candidate_median: median(all.iter().map(|x| x.candidate).collect()),
+                reference_median: median(all.iter().map(|x| x.reference).collect()),
+            }
+        })
+        .collect()
+}
+
+/// One target of issue #6 and whether the medians meet it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Target {
+    /// What is required.
+    pub target: String,
+    /// The measured value (median over runs).
+    pub value: f64,
+    /// The bound.
+    pub bound: f64,
+    /// Whether it holds.
+    pub met: bool,
+    /// By how much it is missed, as a fraction of the bound (0 when met).
+    pub missed_by: f64,
+}
+
+fn target(name: &str, value: f64, bound: f64, at_least: bool) -> Target {
+    let met = if at_least {
+        value >= bound
+    } else {
+        value <= bound
+    };
+    let missed_by = if met || bound == 0.0 {
+        0.0
+    } else {
+        ((value - bound) / bound).abs()
+    };
+    Target {
+        target: name.to_string(),
+        value,
+        bound,
+        met,
+        missed_by,
+    }
+}
+
+/// The issue's targets, judged on the medians.
+pub fn targets(spreads: &[Spread], floor_fraction: f64) -> Vec<Target> {
+    let get = |m: &str| spreads.iter().find(|s| s.metric == m);
+    let mut t = Vec::new();
+    if let Some(s) = get("echo_mb_s") {
+        t.push(target("echo throughput >= 1.3x C", s.median, 1.3, true));
+    }
+    t.push(target(
+        "echo throughput >= 60% of the crypto floor",
+        floor_fraction,
+        0.6,
+        true,
+    ));
+    if let Some(s) = get("conn_per_s") {
+        t.push(target("new connections/s >= 1.5x C", s.median, 1.5, true));
+    }
+    for s in spreads
+        .iter()
+        .filter(|s| s.metric.starts_with("rss_per_idle_client_"))
+    {
+        let n = s.metric.trim_start_matches("rss_per_idle_client_");
+        t.push(target(
+            &format!("RSS per idle client ({n}) <= 0.5x C"),
+            s.median,
+            0.5,
+            false,
+        ));
+        t.push(target(
+            &format!("RSS per idle client ({n}) <= 4 KiB"),
+            s.candidate_median,
+            4096.0,
+            false,
+        ));
+    }
+    if let Some(s) = get("latency_p99_us") {
+        t.push(target("p99 latency <= C", s.median, 1.0, false));
+    }
+    if let Some(s) = get("idle_cpu_percent") {
+        t.push(target(
+            "idle CPU ~ 0 (<= 0.1 %)",
+            s.candidate_median,
+            0.1,
+            false,
+        ));
+    }
+    if let Some(s) = get("first_served_ms") {
+        t.push(target(
+            "first accept <= 50 ms",
+            s.candidate_median,
+            50.0,
+            false,
+        ));
+    }
+    t
+}
+
+/// The machine the figures come from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Machine {
+    /// CPU model.
+    pub cpu: String,
+    /// Online CPUs.
+    pub cpus: usize,
+    /// Kernel release.
+    pub kernel: String,
+    /// RAM (bytes).
+    pub memory: u64,
+    /// Whether the CPU has AES-NI / VAES (from `/proc/cpuinfo`).
+    pub aes_ni: bool,
+    /// VAES.
+    pub vaes: bool,
+    /// `RLIMIT_NOFILE` (soft, hard) of the load generator after raising.
+    pub nofile: (u64, u64),
+    /// `openssl version`.
+    pub openssl: String,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// [`SCHEMA`].
+    pub schema: String,
+    /// When it was made (UTC).
+    pub generated: String,
+    /// Whether the reference is the candidate itself.
+    pub self_mode: bool,
+    /// The machine.
+    pub machine: Machine,
+    /// The crypto floor.
+    pub floor: Floor,
+    /// Phase sizes.
+    pub plan: Plan,
+    /// Every run.
+    pub runs: Vec<RunReport>,
+    /// Ratio spreads over the runs.
+    pub spreads: Vec<Spread>,
+    /// The targets, judged on the medians.
+    pub targets: Vec<Target>,
+}
+
+impl Bench {
+    /// Runs the benchmark and writes the report.
+    ///
+    /// # Errors
+    /// Build, spawn or measurement failures.
+    pub fn run(self) -> anyhow::Result<()> {
+        let root = crate::project_root();
+        if cfg!(debug_assertions) && std::env::var_os(CHILD_ENV).is_none() {
+            return reexec_release(&root);
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let proxy_cpu = self.proxy_cpu.unwrap_or(cpus.saturating_sub(1));
+        if proxy_cpu >= cpus {
+            bail!("--proxy-cpu {proxy_cpu}: this machine has {cpus} CPUs");
+        }
+        let others: Vec<String> = (0..cpus)
+            .filter(|c| *c != proxy_cpu || cpus == 1)
+            .map(|c| c.to_string())
+            .collect();
+        let loadgen_cpus = others.join(",");
+        let candidate = match &self.candidate {
+            Some(c) => c.clone(),
+            None => crate::dualrun::build_candidate(&root)?,
+        };
+        let reference = self
+            .reference
+            .clone()
+            .or_else(|| std::env::var_os("MTPROXY_C_BIN").map(PathBuf::from));
+        let self_mode = reference.is_none();
+        let reference = reference.unwrap_or_else(|| candidate.clone());
+        for b in [&candidate, &reference] {
+            if !b.is_file() {
+                bail!("{} is not a file", b.display());
+            }
+        }
+        // Pin this process (and the runtime threads created below) away from the proxy.
+        let status = std::process::Command::new("taskset")
+            .args([
+                "-a",
+                "-p",
+                "-c",
+                &loadgen_cpus,
+                &std::process::id().to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("running taskset (util-linux) to pin the load generator")?;
+        if !status.success() {
+            bail!("taskset failed: {status}");
+        }
+        let nofile = load::raise_nofile();
+        let out = self
+            .out
+            .clone()
+            .unwrap_or_else(|| root.join("artifacts").join("bench"));
+        std::fs::create_dir_all(&out)?;
+        let plan = Plan::new(&self, proxy_cpu.to_string(), loadgen_cpus.clone());
+        eprintln!(
+            "[bench] candidate {}\n[bench] reference {}{}\n[bench] proxies on CPU {}, load generator on CPU {}; RLIMIT_NOFILE {}/{}",
+            candidate.display(),
+            reference.display(),
+            if self_mode { " (self mode: no C build given)" } else { "" },
+            plan.proxy_cpus,
+            plan.loadgen_cpus,
+            nofile.0,
+            nofile.1
+        );
+        let mut machine = machine();
+        machine.nofile = nofile;
+        eprintln!("[bench] crypto floor: openssl speed on CPU {proxy_cpu}");
+        let floor = crypto_floor(proxy_cpu);
+        eprintln!(
+            "[bench]   CTR {:.0} MB/s, CBC enc {:.0} MB/s, CBC dec {:.0} MB/s -> echo floor {:.0} MB/s",
+            floor.ctr_mb_s, floor.cbc_encrypt_mb_s, floor.cbc_decrypt_mb_s, floor.echo_mb_s
+        );
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .context("starting tokio")?;
+        let mut runs = Vec::new();
+        for i in 0..self.runs.max(1) {
+            let cand_first = i % 2 == 0;
+            let load0 = loadavg();
+            let log_dir = out.join("logs").join(format!("run{i}"));
+            let mut sides = Vec::new();
+            let order: [(&str, &Path); 2] = if cand_first {
+                [("candidate", &candidate), ("reference", &reference)]
+            } else {
+                [("reference", &reference), ("candidate", &candidate)]
+            };
+            for (label, bin) in order {
+                if self.candidate_only && label == "reference" {
+                    sides.push(SideReport {
+                        label: label.into(),
+                        ..SideReport::default()
+                    });
+                    continue;
+                }
+                eprintln!("[bench] run {}/{}: {label}", i + 1, self.runs.max(1));
+                let mut side = rt
+                    .block_on(run_side(label, bin, &plan, &log_dir))
+                    .with_context(|| format!("run {i}, {label}"))?;
+                side.echo_floor_fraction = if floor.echo_mb_s > 0.0 {
+                    side.echo.mb_per_s / floor.echo_mb_s
+                } else {
+                    0.0
+                };
+                sides.push(side);
+            }
+            let (c, r) = if cand_first {
+                (sides.remove(0), sides.remove(0))
+            } else {
+                let r = sides.remove(0);
+                (sides.remove(0), r)
+            };
+            let ratios = ratios(&c, &r);
+            runs.push(RunReport {
+                index: i,
+                first: if cand_first { "candidate" } else { "reference" }.into(),
+                loadavg: (load0, loadavg()),
+                candidate: c,
+                reference: r,
+                ratios,
+            });
+        }
+        let spreads = spreads(&runs);
+        let fractions: Vec<f64> = runs
+            .iter()
+            .map(|r| r.candidate.echo_floor_fraction)
+            .collect();
+        let targets = targets(&spreads, median(fractions));
+        let report = Report {
+            schema: SCHEMA.into(),
+            generated: crate::time::rfc3339_utc(SystemTime::now()),
+            self_mode,
+            machine,
+            floor,
+            plan,
+            runs,
+            spreads,
+            targets,
+        };
+        let json = out.join("bench-report.json");
+        std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
+        let svg = out.join("bench.svg");
+        std::fs::write(&svg, render_svg(&report))?;
+        println!("{}", summary(&report));
+        println!("report: {}\npicture: {}", json.display(), svg.display());
+        Ok(())
+    }
+}
+
+/// Set in the optimised copy of xtask that [`reexec_release`] starts.
+const CHILD_ENV: &str = "MTPROXY_BENCH_RELEASE_CHILD";
+
+/// `cargo xtask` is a debug build; an unoptimised load generator would measure itself.
+/// Builds xtask in release mode and runs `bench` there with the same arguments.
+fn reexec_release(root: &Path) -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("[bench] building the load generator: cargo build --release -p xtask");
+    let status = std::process::Command::new(cargo)
+        .current_dir(root)
+        .args(["build", "--release", "-p", "xtask"])
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("building xtask in release mode failed ({status})");
+    }
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let status = std::process::Command::new(target.join("release").join("xtask"))
+        .args(std::env::args_os().skip(1))
+        .env(CHILD_ENV, "1")
+        .status()
+        .context("running the release xtask")?;
+    if !status.success() {
+        bail!("bench failed ({status})");
+    }
+    Ok(())
+}
+
+async fn run_side(
+    label: &str,
+    binary: &Path,
+    plan: &Plan,
+    log_dir: &Path,
+) -> anyhow::Result<SideReport> {
+    let secret = load::fresh_secret();
+    let proxy_secret = load::fresh_proxy_secret();
+    let me = BenchMe::spawn(proxy_secret.clone()).await?;
+    let spec = ProxySpec {
+        binary: binary.to_path_buf(),
+        cpus: Some(plan.proxy_cpus.clone()),
+        secret,
+        proxy_secret,
+        me: me.addr(),
+        max_connections: plan.max_connections,
+        label: label.to_string(),
+        log_dir: log_dir.to_path_buf(),
+    };
+    // Start-up: fresh processes, timed from spawn to the first client served.
+    let mut trials = Vec::new();
+    if plan.has("startup") {
+        for t in 0..plan.startup_trials {
+            let mut s = spec.clone();
+            s.label = format!("{label}-startup{t}");
+            let mut p = BenchProxy::spawn(&s)?;
+            let r = load::first_accept(&mut p, secret, Duration::from_secs(10)).await;
+            p.stop(Duration::from_secs(5)).await;
+            trials.push(r?);
+        }
+        let med = |f: fn(&Startup) -> f64| median(trials.iter().map(f).collect());
+        eprintln!(
+            "[bench]   {label}: start-up over {} trials: listening after {:.1} ms, first client served after {:.1} ms (medians)",
+            trials.len(),
+            med(|s| s.listen_ms),
+            med(|s| s.first_served_ms)
+        );
+    }
+    let mut proxy = BenchProxy::spawn(&spec)?;
+    let r = measure_side(label, &me, &mut proxy, secret, plan)
+        .await
+        .map(|mut s| {
+            s.binary = binary.display().to_string();
+            if !trials.is_empty() {
+                s.startup = Startup {
+                    listen_ms: median(trials.iter().map(|t| t.listen_ms).collect()),
+                    first_served_ms: median(trials.iter().map(|t| t.first_served_ms).collect()),
+                };
+            }
+            s.startup_trials = trials;
+            s
+        });
+    let r = r.with_context(|| format!("{label} log tail:\n{}", proxy.log_tail(15)));
+    proxy.stop(Duration::from_secs(5)).await;
+    r
+}
+
+async fn measure_side(
+    label: &str,
+    me: &BenchMe,
+    proxy: &mut BenchProxy,
+    secret: [u8; 16],
+    plan: &Plan,
+) -> anyhow::Result<SideReport> {
+    let step = |what: &str| eprintln!("[bench]   {label}: {what}");
+    let ready = load::first_accept(proxy, secret, Duration::from_secs(10)).await?;
+    if me.wait_handshakes(4, Duration::from_secs(5)).await.is_err() {
+        step(&format!("only {} ME links came up", me.handshakes()));
+    }
+    let pid = proxy.pid();
+    let addr = proxy.client_addr();
+    step(&format!("pid {pid}, clients on {addr}"));
+    let mut side = SideReport {
+        label: label.to_string(),
+        startup: ready,
+        ..SideReport::default()
+    };
+    let idle_window = Duration::from_secs_f64(plan.idle_secs);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    side.rss_ready = load::rss(pid).unwrap_or_default().rss;
+    if plan.has("idle") {
+        side.idle_cpu_percent = load::idle_cpu(pid, idle_window).await;
+        step(&format!(
+            "idle CPU {:.3} % over {:.0} s",
+            side.idle_cpu_percent, plan.idle_secs
+        ));
+    }
+    if plan.has("memory") {
+        let rss0 = load::rss(pid).unwrap_or_default();
+        let slab0 = slab();
+        let mut idle = IdleClients::default();
+        for &n in &plan.idle_clients {
+            let more = n.saturating_sub(idle.len());
+            idle.open(addr, secret, more, 64).await?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let r = load::rss(pid).unwrap_or_default();
+            let slab = slab();
+            let m = IdleMemory {
+                clients: n,
+                rss: r.rss,
+                rss_anon: r.anon,
+                rss_per_client: (r.rss as f64 - rss0.rss as f64) / n.max(1) as f64,
+                kernel_slab_per_connection_pair: (slab as f64 - slab0 as f64) / n.max(1) as f64,
+                idle_cpu_percent: None,
+            };
+            step(&format!(
+                "{n} idle clients: RSS {:.1} MiB, {:.0} B per client (kernel ~{:.0} B per connection pair)",
+                r.rss as f64 / 1048576.0,
+                m.rss_per_client,
+                m.kernel_slab_per_connection_pair
+            ));
+            side.idle.push(m);
+        }
+        if plan.has("idle") {
+            if let Some(last) = side.idle.last_mut() {
+                let c = load::idle_cpu(pid, idle_window).await;
+                step(&format!("idle CPU with {} clients: {c:.3} %", last.clients));
+                last.idle_cpu_percent = Some(c);
+            }
+        }
+        idle.close();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    if plan.has("latency") {
+        side.latency = load::latency(
+            addr,
+            pid,
+            secret,
+            plan.latency_clients,
+            plan.latency_rate,
+            plan.latency_size,
+            Duration::from_secs_f64(plan.latency_secs),
+        )
+        .await?;
+        step(&format!(
+            "latency p50 {:.0} us, p99 {:.0} us ({} samples)",
+            side.latency.p50_us, side.latency.p99_us, side.latency.samples
+        ));
+    }
+    let timeout = Duration::from_secs(180);
+    for (name, spec) in [
+        ("echo", plan.echo),
+        ("upload", plan.upload),
+        ("download", plan.download),
+    ] {
+        if !plan.has(name) {
+            continue;
+        }
+        let r = load::bulk(me, addr, pid, secret, spec, timeout).await?;
+        step(&format!(
+            "{name}: {:.0} MB/s (proxy CPU {:.0} %, load generator CPU {:.0} %, {:.0} MB per proxy CPU-s)",
+            r.mb_per_s, r.cpu.proxy_percent, r.cpu.loadgen_percent, r.mb_per_proxy_cpu_s
+        ));
+        match name {
+            "echo" => side.echo = r,
+            "upload" => side.upload = r,
+            _ => side.download = r,
+        }
+    }
+    if plan.has("conn") {
+        side.conn_rate = load::conn_rate(
+            addr,
+            pid,
+            secret,
+            plan.conn_concurrency,
+            Duration::from_secs_f64(plan.conn_secs),
+            // Enough precomputed connections for 25 000/s.
+            (plan.conn_secs * 25_000.0) as usize,
+        )
+        .await?;
+        step(&format!(
+            "{:.0} connections/s (proxy CPU {:.0} %, load generator CPU {:.0} %)",
+            side.conn_rate.per_s,
+            side.conn_rate.cpu.proxy_percent,
+            side.conn_rate.cpu.loadgen_percent
+        ));
+    }
+    Ok(side)
+}
+
+/// Total kernel slab (`Slab:` of `/proc/meminfo`, bytes).
+fn slab() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Slab:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |k| k * 1024)
+}
+
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
+        .unwrap_or_default();
+    let flags: Vec<&str> = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags"))
+        .map(|v| v.split_whitespace().collect())
+        .unwrap_or_default();
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |k| k * 1024);
+    let openssl = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    Machine {
+        cpu,
+        cpus: cpuinfo
+            .lines()
+            .filter(|l| l.starts_with("processor"))
+            .count(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        memory,
+        aes_ni: flags.contains(&"aes"),
+        vaes: flags.contains(&"vaes"),
+        nofile: (0, 0),
+        openssl,
+    }
+}
+
+/// `openssl speed` (CPU time, 16 KiB blocks, 1 s) on `cpu`; MB/s, 0 when unavailable.
+fn openssl_speed(cpu: usize, decrypt: bool, cipher: &str) -> f64 {
+    let mut cmd = std::process::Command::new("taskset");
+    cmd.args([
+        "-c",
+        &cpu.to_string(),
+        "openssl",
+        "speed",
+        "-seconds",
+        "1",
+        "-bytes",
+        "16384",
+    ]);
+    if decrypt {
+        cmd.arg("-decrypt");
+    }
+    cmd.args(["-evp", cipher]);
+    let Ok(out) = cmd.stderr(std::process::Stdio::null()).output() else {
+        return 0.0;
+    };
+    parse_openssl_speed(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The MB/s of the last result line of `openssl speed` (`AES-256-CTR  1234.56k`, in
+/// 1000s of bytes per second).
+pub fn parse_openssl_speed(text: &str) -> f64 {
+    text.lines()
+        .rev()
+        .find_map(|l| {
+            let last = l.split_whitespace().last()?;
+            let k: f64 = last.strip_suffix('k')?.parse().ok()?;
+            Some(k / 1000.0)
+        })
+        .unwrap_or(0.0)
+}
+
+fn crypto_floor(cpu: usize) -> Floor {
+    let ctr = openssl_speed(cpu, false, "aes-256-ctr");
+    let enc = openssl_speed(cpu, false, "aes-256-cbc");
+    let dec = openssl_speed(cpu, true, "aes-256-cbc");
+    Floor {
+        ctr_mb_s: ctr,
+        cbc_encrypt_mb_s: enc,
+        cbc_decrypt_mb_s: dec,
+        echo_mb_s: Floor::echo_of(ctr, enc, dec),
+    }
+}
+
+/// The text summary: one line per ratio (median and spread), then the targets.
+pub fn summary(r: &Report) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "bench: {} run(s) on {} ({} CPUs){}; echo floor {:.0} MB/s\n",
+        r.runs.len(),
+        r.machine.cpu,
+        r.machine.cpus,
+        if r.self_mode { ", SELF MODE" } else { "" },
+        r.floor.echo_mb_s
+    ));
+    s.push_str(&format!(
+        "{:<28} {:>12} {:>12} {:>8} {:>17}\n",
+        "metric", "candidate", "reference", "ratio", "spread"
+    ));
+    for x in &r.spreads {
+        s.push_str(&format!(
+            "{:<28} {:>12.2} {:>12.2} {:>8.3} {:>8.3}..{:<8.3}\n",
+            x.metric, x.candidate_median, x.reference_median, x.median, x.min, x.max
+        ));
+    }
+    for t in &r.targets {
+        s.push_str(&format!(
+            "[{}] {}: {:.3} (bound {}){}\n",
+            if t.met { "met " } else { "MISS" },
+            t.target,
+            t.value,
+            t.bound,
+            if t.met {
+                String::new()
+            } else {
+                format!(", missed by {:.0} %", t.missed_by * 100.0)
+            }
+        ));
+    }
+    s
+}
+
+/// A horizontal bar chart of the candidate/reference ratios ("better" normalised so that
+/// a longer bar is always better: for lower-is-better metrics the bar is reference /
+/// candidate), with the spread as a whisker and a line at 1.
+pub fn render_svg(r: &Report) -> String {
+    let rows: Vec<(&Spread, bool)> = r
+        .spreads
+        .iter()
+        .map(|s| {
+            let hib = r
+                .runs
+                .first()
+                .and_then(|run| run.ratios.iter().find(|x| x.metric == s.metric))
+                .is_none_or(|x| x.higher_is_better);
+            (s, hib)
+        })
+        .collect();
+    let (w, row_h, left, top) = (900.0, 26.0, 230.0, 50.0);
+    let h = top + row_h * rows.len() as f64 + 40.0;
+    let max_x = 4.0;
+    let scale = (w - left - 40.0) / max_x;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"10\" y=\"20\" font-size=\"15\">mtproxy-rs vs C: how many times better (median of {} run(s); whisker = spread)</text>\n\
+         <text x=\"10\" y=\"38\" fill=\"#555\">{} - {} CPUs - echo floor {:.0} MB/s{}</text>\n",
+        r.runs.len(),
+        xml_escape(&r.machine.cpu),
+        r.machine.cpus,
+        r.floor.echo_mb_s,
+        if r.self_mode { " - SELF MODE" } else { "" }
+    );
+    let x1 = left + scale;
+    for (i, (sp, hib)) in rows.iter().enumerate() {
+        let y = top + row_h * i as f64;
+        let better = |v: f64| {
+            if *hib {
+                v
+            } else if v > 0.0 {
+                1.0 / v
+            } else {
+                0.0
+            }
+        };
+        let m = better(sp.median).min(max_x);
+        let (lo, hi) = {
+            let a = better(sp.min).min(max_x);
+            let b = better(sp.max).min(max_x);
+            (a.min(b), a.max(b))
+        };
+        let color = if m >= 1.0 { "#2e7d32" } else { "#c62828" };
+        s.push_str(&format!(
+            "<text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"end\">{}</text>\n\
+             <rect x=\"{left}\" y=\"{:.0}\" width=\"{:.1}\" height=\"{:.0}\" fill=\"{color}\" opacity=\"0.8\"/>\n\
+             <line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{:.0}\" y2=\"{:.0}\" stroke=\"black\"/>\n\
+             <text x=\"{:.1}\" y=\"{:.0}\">{:.2}x</text>\n",
+            left - 8.0,
+            y + 16.0,
+            xml_escape(&sp.metric),
+            y + 4.0,
+            m * scale,
+            row_h - 8.0,
+            left + lo * scale,
+            left + hi * scale,
+            y + row_h / 2.0,
+            y + row_h / 2.0,
+            left + m * scale + 6.0,
+            y + 16.0,
+            m
+        ));
+    }
+    s.push_str(&format!(
+        "<line x1=\"{x1:.1}\" x2=\"{x1:.1}\" y1=\"{:.0}\" y2=\"{:.0}\" stroke=\"#333\" stroke-dasharray=\"4 3\"/>\n\
+         <text x=\"{x1:.1}\" y=\"{:.0}\" text-anchor=\"middle\">1x (parity with C)</text>\n</svg>\n",
+        top - 4.0,
+        h - 30.0,
+        h - 12.0
+    ));
+    s
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(echo: f64, conn: f64, p99: f64, rss: f64) -> SideReport {
+        let mut s = SideReport::default();
+        s.echo.mb_per_s = echo;
+        s.conn_rate.per_s = conn;
+        s.latency.p99_us = p99;
+        s.idle.push(IdleMemory {
+            clients: 1000,
+            rss_per_client: rss,
+            ..IdleMemory::default()
+        });
+        s
+    }
+
+    fn run(c: SideReport, r: SideReport) -> RunReport {
+        let ratios = ratios(&c, &r);
+        RunReport {
+            index: 0,
+            first: "candidate".into(),
+            loadavg: (0.0, 0.0),
+            candidate: c,
+            reference: r,
+            ratios,
+        }
+    }
+
+    #[test]
+    fn ratios_spreads_and_targets() {
+        let runs = vec![
+            run(
+                side(600.0, 3000.0, 90.0, 2000.0),
+                side(400.0, 1000.0, 100.0, 8000.0),
+            ),
+            run(
+                side(500.0, 3000.0, 120.0, 2000.0),
+                side(500.0, 1000.0, 100.0, 8000.0),
+            ),
+        ];
+        let sp = spreads(&runs);
+        let echo = sp.iter().find(|s| s.metric == "echo_mb_s").unwrap();
+        assert_eq!((echo.min, echo.max, echo.median), (1.0, 1.5, 1.25));
+        let t = targets(&sp, 0.7);
+        let get = |name: &str| t.iter().find(|x| x.target.starts_with(name)).unwrap();
+        assert!(!get("echo throughput >= 1.3x").met);
+        assert!((get("echo throughput >= 1.3x").missed_by - 0.05 / 1.3).abs() < 1e-9);
+        assert!(get("echo throughput >= 60%").met);
+        assert!(get("new connections/s").met);
+        assert!(get("RSS per idle client (1000) <= 0.5x").met);
+        assert!(get("RSS per idle client (1000) <= 4 KiB").met);
+        // p99 ratios 0.9 and 1.2: median 1.05 misses "<= C".
+        assert!(!get("p99 latency").met);
+    }
+
+    #[test]
+    fn floor_and_openssl_parsing() {
+        // The issue's figures: CTR 7.5, CBC enc 1.3, CBC dec 7.8 GB/s -> about 0.87 GB/s.
+        let f = Floor::echo_of(7500.0, 1300.0, 7800.0);
+        assert!((f - 860.0).abs() < 10.0, "{f}");
+        assert_eq!(Floor::echo_of(0.0, 1.0, 1.0), 0.0);
+        let out = "type          16384 bytes\nAES-256-CTR    1504739.33k\n";
+        assert!((parse_openssl_speed(out) - 1504.73933).abs() < 1e-6);
+        assert_eq!(parse_openssl_speed("garbage"), 0.0);
+    }
+}
