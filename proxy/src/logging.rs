@@ -117,7 +117,7 @@ where
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let secs = now.as_secs() as i64;
-        let (y, mo, d) = civil(secs.div_euclid(86_400));
+        let (y, mo, d) = crate::net::stats_http::civil_from_days(secs.div_euclid(86_400));
         let t = secs.rem_euclid(86_400);
         write!(
             w,
@@ -132,19 +132,6 @@ where
         ctx.format_fields(w.by_ref(), event)?;
         writeln!(w)
     }
-}
-
-fn civil(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// Installs the global subscriber at verbosity `v` writing to `sink`.
