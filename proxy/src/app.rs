@@ -401,6 +401,10 @@ impl App {
             // In the background: clients get the fallback profile until it finishes.
             tokio::spawn(domain_probe::run(shared.clone(), state, shutdown.clone()));
         }
+        tokio::spawn(net::trim_heap_when_settled(
+            shared.clone(),
+            shutdown.clone(),
+        ));
         tracing::info!("main loop");
         let serving = tokio::spawn(net::serve_clients(
             shared.clone(),

@@ -1,9 +1,10 @@
 //! The few system calls that have no safe wrapper in `socket2` or `nix`.
 //!
 //! This is the only module of the workspace allowed to use `unsafe`: `TCP_WINDOW_CLAMP`
-//! (the C proxy's `-W`) and `nice(2)` (`--nice`) are plain integer-argument calls with no
-//! safe binding in the crates we use. Each call passes a pointer to a local integer of
-//! the size the kernel expects and checks the return value.
+//! (the C proxy's `-W`), `nice(2)` (`--nice`) and glibc's `malloc_trim(3)` are plain
+//! integer-argument calls with no safe binding in the crates we use. Each call passes a
+//! pointer to a local integer of the size the kernel expects (or only an integer) and
+//! checks the return value.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -51,6 +52,25 @@ pub fn nice(inc: i32) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Returns the heap's free pages to the kernel (glibc `malloc_trim(0)`); `true` when
+/// memory was released. A no-op elsewhere than glibc.
+///
+/// A burst of connections leaves freed buffers scattered between live allocations;
+/// glibc only gives back the top of the heap by itself, so without this the proxy's RSS
+/// stays at its peak.
+pub fn trim_heap() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim takes a plain size and only walks the allocator's own
+        // free lists under its own locks.
+        unsafe { libc::malloc_trim(0) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
 }
 
 /// Takes ownership of a file descriptor inherited from the `-M` master, after checking

@@ -9,25 +9,24 @@
 //! 3. Decrypt in place, decode frames, apply the acceptance rules, forward each accepted
 //!    packet as RPC_PROXY_REQ on the middle-end connection chosen for the first packet
 //!    (the client stays pinned to it).
-//! 4. Answers, quick acks and closes arrive from the middle-end task through an
-//!    unbounded queue whose bytes are accounted per client and globally; a client over
+//! 4. Answers, quick acks and closes arrive from the middle-end task through the client's
+//!    [`crate::net::inbox::Inbox`], whose bytes are accounted per client and globally; a client over
 //!    the per-connection cap is closed (`connections_failed_flood`), and above ¾ of the
 //!    global budget clients with large queues are closed (`connections_failed_lru`).
 //! 5. On exit the middle end gets RPC_CLOSE_CONN unless it closed the client itself.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use rand::{Rng, RngCore};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::net::fake_tls::TlsStart;
-use crate::net::me_pool::{ClientHandle, MeCmd, MeConn, ToClient};
+use crate::net::inbox::{Budget, ClientHandle, Refused, ToClient};
+use crate::net::me_pool::{MeCmd, MeConn};
 use crate::net::replay_store::CacheKind;
 use crate::net::Shared;
 use crate::protocol::crypto::AesCtr;
@@ -106,14 +105,16 @@ async fn run(
     cancel: &ClientCancel,
 ) -> Outcome {
     if let Some(state) = shared.fake_tls.clone() {
-        return match crate::net::fake_tls::accept(
+        // Boxed: the front door's state lives only during the handshake, not in every
+        // relaying client's task.
+        return match Box::pin(crate::net::fake_tls::accept(
             stream,
             peer,
             local,
             shared,
             &state,
             &cancel.draining,
-        )
+        ))
         .await
         {
             TlsStart::Done(outcome) => outcome,
@@ -161,7 +162,7 @@ async fn run(
         tracing::debug!(%peer, "obfuscated2 header matches no secret: skip mode");
         return skip_mode(stream, deadline, shared, &cancel.draining).await;
     };
-    if !header_is_fresh(shared, &hdr).await {
+    if !Box::pin(header_is_fresh(shared, &hdr)).await {
         tracing::debug!(%peer, "obfuscated2 header replayed: skip mode");
         return skip_mode(stream, deadline, shared, &cancel.draining).await;
     }
@@ -249,7 +250,8 @@ struct Session<'a> {
     dc: i16,
     encrypt: AesCtr,
     binding: Option<Binding>,
-    handle: ClientHandle,
+    inbox: ClientHandle,
+    /// Framed and encrypted bytes not yet written (no allocation while idle).
     out: BytesMut,
     /// Packets forwarded and not yet answered (a shutdown waits for them, bounded by
     /// the drain grace; an MTProto request may legitimately get no answer).
@@ -258,6 +260,21 @@ struct Session<'a> {
     tls: bool,
 }
 
+/// What woke a waiting client task.
+enum Wake {
+    Hard,
+    Drain,
+    Inbox,
+    Readable(std::io::Result<()>),
+}
+
+/// Relays an identified client until it ends.
+///
+/// The task waits on a small future (socket readiness, its inbox, the two cancellation
+/// tokens) and does its work without further awaiting unless a socket or a middle-end
+/// queue is full. While it waits it holds no read or write buffer and both cipher
+/// streams are parked ([`AesCtr::park`]): an idle client costs its task, its inbox and a
+/// few hundred bytes of state.
 #[allow(clippy::too_many_arguments)]
 async fn relay(
     stream: &mut TcpStream,
@@ -277,8 +294,7 @@ async fn relay(
         ..
     } = hs;
     tracing::debug!(%peer, ?transport, dc, "client identified");
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let queued = Arc::new(AtomicUsize::new(0));
+    let stream: &TcpStream = stream;
     let mut s = Session {
         shared,
         peer,
@@ -290,20 +306,17 @@ async fn relay(
         dc,
         encrypt,
         binding: None,
-        handle: ClientHandle {
-            tx,
-            queued: queued.clone(),
-        },
-        out: BytesMut::with_capacity(4096),
+        inbox: ClientHandle::default(),
+        out: BytesMut::new(),
         in_flight: 0,
         tls: framing.is_some(),
     };
     let mut decoder = ServerDecoder::new(transport);
-    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
-    let (mut rd, mut wr) = stream.split();
+    let mut rbuf = BytesMut::new();
     let mut draining = false;
     // Bytes that arrived with the header (fake TLS: de-recorded payload, and raw records).
     rbuf.extend_from_slice(&initial);
+    drop(initial);
     decrypt.apply(&mut rbuf);
     let mut pending = !rbuf.is_empty() || framing.as_ref().is_some_and(|f| !f.raw.is_empty());
     let outcome = loop {
@@ -320,35 +333,49 @@ async fn relay(
             if let Err(o) = s.forward_frames(&mut decoder, &mut rbuf).await {
                 break o;
             }
-            if s.flush(&mut wr).await.is_err() {
+            if s.flush(stream).await.is_err() {
                 break Outcome::IoError;
             }
         }
-        tokio::select! {
+        // Give back what a waiting client does not need.
+        release_if_empty(&mut rbuf);
+        if let Some(f) = framing.as_mut() {
+            release_if_empty(&mut f.raw);
+        }
+        decrypt.park();
+        s.encrypt.park();
+        let wake = tokio::select! {
             biased;
-            () = cancel.hard.cancelled() => break Outcome::Shutdown,
-            () = cancel.draining.cancelled(), if !draining => {
-                // Stop taking new packets; leave once what was forwarded is answered.
-                draining = true;
-            }
-            msg = rx.recv() => {
-                // `s.handle` keeps a sender alive, so the queue never ends here.
-                let Some(first) = msg else { break Outcome::ClosedByMe };
-                match s.write_answers(first, &mut rx, &mut wr).await {
-                    Ok(None) => {}
-                    Ok(Some(o)) => break o,
+            () = cancel.hard.cancelled() => Wake::Hard,
+            () = cancel.draining.cancelled(), if !draining => Wake::Drain,
+            () = s.inbox.notified() => Wake::Inbox,
+            r = stream.readable(), if !draining => Wake::Readable(r),
+        };
+        match wake {
+            Wake::Hard => break Outcome::Shutdown,
+            // Stop taking new packets; leave once what was forwarded is answered.
+            Wake::Drain => draining = true,
+            Wake::Inbox => match s.write_answers(stream).await {
+                Ok(None) => {}
+                Ok(Some(o)) => break o,
+                Err(_) => break Outcome::IoError,
+            },
+            Wake::Readable(Err(_)) => break Outcome::IoError,
+            Wake::Readable(Ok(())) => {
+                let buf = match framing.as_mut() {
+                    Some(f) => &mut f.raw,
+                    None => &mut rbuf,
+                };
+                let before = buf.len();
+                if buf.capacity() - before < 1024 {
+                    buf.reserve(READ_CHUNK);
+                }
+                match stream.try_read_buf(buf) {
+                    Ok(0) => break Outcome::ClientClosed,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                     Err(_) => break Outcome::IoError,
                 }
-            }
-            r = read_some(&mut rd, match framing.as_mut() {
-                Some(f) => &mut f.raw,
-                None => &mut rbuf,
-            }), if !draining => {
-                let before = match r {
-                    Ok(Some(before)) => before,
-                    Ok(None) => break Outcome::ClientClosed,
-                    Err(_) => break Outcome::IoError,
-                };
                 match framing.as_mut() {
                     Some(f) => {
                         if let Err(o) = derecord(f, &mut decrypt, &mut rbuf, shared) {
@@ -361,25 +388,43 @@ async fn relay(
                         }
                     }
                 }
-                match s.forward_frames(&mut decoder, &mut rbuf).await {
-                    Ok(()) => {}
-                    Err(o) => break o,
+                if let Err(o) = s.forward_frames(&mut decoder, &mut rbuf).await {
+                    break o;
                 }
-                if s.flush(&mut wr).await.is_err() {
+                if s.flush(stream).await.is_err() {
                     break Outcome::IoError;
                 }
             }
         }
     };
+    s.inbox.close(&shared.buffered);
     if let Some(b) = s.binding.take() {
         if b.me.unregister(b.conn_id) {
             b.me.send_close_conn(b.conn_id);
         }
         dec(&shared.counters.ext_connections);
     }
-    let left = queued.swap(0, Relaxed);
-    shared.buffered.fetch_sub(left, Relaxed);
     outcome
+}
+
+/// Drops `buf`'s allocation when it holds no bytes (an idle client keeps none).
+fn release_if_empty(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = BytesMut::new();
+    }
+}
+
+/// Writes all of `buf`, waiting for the socket only when it is full.
+async fn write_all(stream: &TcpStream, mut buf: &[u8]) -> std::io::Result<()> {
+    while !buf.is_empty() {
+        match stream.try_write(buf) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = buf.get(n..).unwrap_or_default(),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => stream.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Moves the complete records' payload from `f.raw` to `rbuf`, decrypted.
@@ -403,19 +448,6 @@ fn derecord(
             }
         }
     }
-}
-
-/// Reads at least one byte into `buf`; returns the length before the read, or `None` at EOF.
-async fn read_some(
-    rd: &mut tokio::net::tcp::ReadHalf<'_>,
-    buf: &mut BytesMut,
-) -> std::io::Result<Option<usize>> {
-    let before = buf.len();
-    if buf.capacity() - before < 1024 {
-        buf.reserve(READ_CHUNK);
-    }
-    let n = rd.read_buf(buf).await?;
-    Ok((n > 0).then_some(before))
 }
 
 impl Session<'_> {
@@ -471,7 +503,7 @@ impl Session<'_> {
                 return Ok(());
             };
             let conn_id = shared.conn_ids.next() as i64;
-            me.register(conn_id, self.handle.clone());
+            me.register(conn_id, self.inbox.clone());
             inc(&shared.counters.ext_connections);
             inc(&shared.counters.ext_connections_created);
             self.binding = Some(Binding { me, conn_id });
@@ -529,20 +561,17 @@ impl Session<'_> {
         }
     }
 
-    /// Writes `first` and every other queued message (batched into one write).
-    async fn write_answers(
-        &mut self,
-        first: ToClient,
-        rx: &mut mpsc::UnboundedReceiver<ToClient>,
-        wr: &mut tokio::net::tcp::WriteHalf<'_>,
-    ) -> std::io::Result<Option<Outcome>> {
-        let mut next = Some(first);
+    /// Writes every queued message (up to a batch; more wake the task again).
+    async fn write_answers(&mut self, stream: &TcpStream) -> std::io::Result<Option<Outcome>> {
         let mut budget = 64usize;
-        while let Some(msg) = next.take() {
+        while budget > 0 && self.out.len() < 256 * 1024 {
+            let Some(msg) = self.inbox.pop(&self.shared.buffered) else {
+                break;
+            };
+            budget -= 1;
             match msg {
                 ToClient::Answer(data) => {
                     self.in_flight = self.in_flight.saturating_sub(1);
-                    self.release(data.len());
                     self.frame_out(&data);
                 }
                 ToClient::QuickAck(confirm) => {
@@ -553,7 +582,7 @@ impl Session<'_> {
                     }
                 }
                 ToClient::Close(outcome) => {
-                    self.flush(wr).await?;
+                    self.flush(stream).await?;
                     if outcome == Outcome::ClosedByMe {
                         // The middle end already forgot this client: no CLOSE_CONN back.
                         if let Some(b) = self.binding.take() {
@@ -564,62 +593,56 @@ impl Session<'_> {
                     return Ok(Some(outcome));
                 }
             }
-            budget -= 1;
-            if budget > 0 && self.out.len() < 256 * 1024 {
-                next = rx.try_recv().ok();
-            }
         }
-        self.flush(wr).await?;
+        if budget == 0 || self.out.len() >= 256 * 1024 {
+            // More may be queued: come back after this write.
+            self.inbox.wake();
+        }
+        self.flush(stream).await?;
         Ok(None)
     }
 
     /// Writes and clears `self.out` (fake TLS: in application-data records of at most
-    /// 1425 payload bytes).
-    async fn flush(&mut self, wr: &mut tokio::net::tcp::WriteHalf<'_>) -> std::io::Result<()> {
+    /// 1425 payload bytes), then gives its memory back.
+    async fn flush(&mut self, stream: &TcpStream) -> std::io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
         }
         if self.tls {
             let mut w = BytesMut::with_capacity(self.out.len() + (self.out.len() / 1425 + 1) * 5);
             encode_app_data_records(&self.out, &mut w);
-            wr.write_all(&w).await?;
+            write_all(stream, &w).await?;
         } else {
-            wr.write_all(&self.out).await?;
+            write_all(stream, &self.out).await?;
         }
-        self.out.clear();
+        self.out = BytesMut::new();
         Ok(())
-    }
-
-    fn release(&self, n: usize) {
-        self.handle.queued.fetch_sub(n, Relaxed);
-        self.shared.buffered.fetch_sub(n, Relaxed);
     }
 }
 
 /// Delivers an answer to a client handle, enforcing the buffer budgets.
 ///
-/// Returns `false` when the client was closed for exceeding a budget (the caller counts
-/// nothing more; the counters are bumped here).
+/// Returns `false` when the answer was not queued: the client is gone, or it was closed
+/// for exceeding a budget (the counters are bumped here).
 pub fn deliver(shared: &Shared, handle: &ClientHandle, data: Bytes) -> bool {
-    let n = data.len();
-    let queued = handle.queued.fetch_add(n, Relaxed) + n;
-    let total = shared.buffered.fetch_add(n, Relaxed) + n;
-    if queued > shared.settings.per_conn_buffer_cap {
-        inc(&shared.counters.connections_failed_flood);
-        let _ = handle.tx.send(ToClient::Close(Outcome::BufferLimit));
-        return false;
+    let budget = Budget {
+        global: &shared.buffered,
+        per_conn: shared.settings.per_conn_buffer_cap,
+        global_high: shared.settings.msg_buffers_size / 4 * 3,
+        large_queue: LRU_MIN_QUEUE,
+    };
+    match handle.offer(data, budget) {
+        Ok(()) => true,
+        Err(Refused::Gone) => false,
+        Err(Refused::ConnCap) => {
+            inc(&shared.counters.connections_failed_flood);
+            false
+        }
+        Err(Refused::GlobalBudget) => {
+            inc(&shared.counters.connections_failed_lru);
+            false
+        }
     }
-    if total > shared.settings.msg_buffers_size / 4 * 3 && queued > LRU_MIN_QUEUE {
-        inc(&shared.counters.connections_failed_lru);
-        let _ = handle.tx.send(ToClient::Close(Outcome::BufferLimit));
-        return false;
-    }
-    if handle.tx.send(ToClient::Answer(data)).is_err() {
-        handle.queued.fetch_sub(n, Relaxed);
-        shared.buffered.fetch_sub(n, Relaxed);
-        return false;
-    }
-    true
 }
 
 /// Above ¾ of the global budget, clients with at least this much queued are closed.

@@ -16,11 +16,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use rand::seq::SliceRandom;
 use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -49,25 +49,7 @@ const SEAL_TOGETHER: usize = 8 * 1024;
 /// to queue theirs (each round is one pass over the other ready tasks).
 const SEAL_WAIT_ROUNDS: usize = 3;
 
-/// A message for a client task.
-#[derive(Debug)]
-pub enum ToClient {
-    /// One transport packet from RPC_PROXY_ANS.
-    Answer(Bytes),
-    /// A quick ack from RPC_SIMPLE_ACK.
-    QuickAck(u32),
-    /// Close the client (CLOSE_EXT, link lost, buffer limits).
-    Close(Outcome),
-}
-
-/// How a link reaches one client.
-#[derive(Debug, Clone)]
-pub struct ClientHandle {
-    /// The client's queue.
-    pub tx: mpsc::UnboundedSender<ToClient>,
-    /// Bytes queued in it (shared with the client task).
-    pub queued: Arc<AtomicUsize>,
-}
+pub use crate::net::inbox::{ClientHandle, ToClient};
 
 /// A command for a link's writer.
 #[derive(Debug)]
@@ -422,7 +404,7 @@ async fn serve_link(shared: &Arc<Shared>, target: &Arc<Target>, stream: TcpStrea
     let clients: Vec<ClientHandle> = lock(&conn.clients).drain().map(|(_, h)| h).collect();
     tracing::info!(target_addr = %target.addr, reason, clients = clients.len(), "disconnected from RPC middle-end");
     for h in clients {
-        let _ = h.tx.send(ToClient::Close(Outcome::ClosedByMe));
+        let _ = h.push(ToClient::Close(Outcome::ClosedByMe));
     }
 }
 
@@ -481,7 +463,7 @@ async fn read_loop(
                 }
                 LinkEvent::Message(RpcMessage::SimpleAck { conn_id, confirm }) => {
                     match conn.client(conn_id) {
-                        Some(h) if h.tx.send(ToClient::QuickAck(confirm)).is_ok() => {
+                        Some(h) if h.push(ToClient::QuickAck(confirm)) => {
                             inc(&c.tot_forwarded_simple_acks);
                         }
                         _ => {
@@ -492,7 +474,7 @@ async fn read_loop(
                 }
                 LinkEvent::Message(RpcMessage::CloseExt { conn_id }) => {
                     if let Some(h) = lock(&conn.clients).remove(&conn_id) {
-                        let _ = h.tx.send(ToClient::Close(Outcome::ClosedByMe));
+                        let _ = h.push(ToClient::Close(Outcome::ClosedByMe));
                     }
                 }
                 LinkEvent::Message(RpcMessage::Ping { .. } | RpcMessage::Pong { .. }) => {}

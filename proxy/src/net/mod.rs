@@ -3,6 +3,7 @@
 //! * [`listener`] — client listening sockets with C's socket options.
 //! * [`client`] — one task per client: header, framing, forwarding, answers.
 //! * [`me_pool`] — middle-end connections per target, reconnecting with backoff.
+//! * [`inbox`] — the queue from a middle-end link to one client task.
 //! * [`stats_http`] — the `-p` stats listener.
 //! * [`fake_tls`], [`splice`], [`domain_probe`] — `-D`: the fake-TLS front door, fronting
 //!   to the real domain, and the domain probe.
@@ -31,6 +32,7 @@ use crate::stats::{inc, Counters, IdSource};
 pub mod client;
 pub mod domain_probe;
 pub mod fake_tls;
+pub mod inbox;
 pub mod listener;
 pub mod me_pool;
 pub mod replay_store;
@@ -132,6 +134,44 @@ pub fn nat_ip(nat: &NatInfo, ip: IpAddr) -> IpAddr {
             Some(v4) => IpAddr::V4(nat.translate(v4)),
             None => IpAddr::V6(v6),
         },
+    }
+}
+
+/// How often [`trim_heap_when_settled`] looks at the activity counters.
+pub const TRIM_CHECK: Duration = Duration::from_secs(1);
+
+/// Gives freed heap pages back to the kernel once a burst of activity (connections
+/// opened or closed, packets forwarded) has settled: one check per [`TRIM_CHECK`], one
+/// `malloc_trim` per burst, nothing while idle or while traffic keeps flowing.
+pub async fn trim_heap_when_settled(shared: Arc<Shared>, shutdown: CancellationToken) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let activity = || {
+        let c = &shared.counters;
+        (
+            c.inbound_connections_accepted.load(Relaxed),
+            c.total_connections.load(Relaxed),
+            c.tot_forwarded_queries.load(Relaxed),
+            c.tot_forwarded_responses.load(Relaxed),
+        )
+    };
+    let mut last = activity();
+    let mut dirty = false;
+    let mut tick = tokio::time::interval(TRIM_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = activity();
+        if now != last {
+            last = now;
+            dirty = true;
+        } else if dirty {
+            dirty = false;
+            let released = crate::sys::trim_heap();
+            tracing::trace!(released, "heap trimmed after activity settled");
+        }
     }
 }
 

@@ -8,9 +8,9 @@
 //!   [`encrypt_chains`] encrypts several independent chains interleaved (faster).
 //! * Hashes, HMAC-SHA256, CRC32 (IEEE) and CRC32C (Castagnoli).
 
-use aes::Aes256;
+use aes::{Aes256, Aes256Enc};
 use cipher::inout::InOutBuf;
-use cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit, StreamCipher};
+use cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit, StreamCipher, StreamCipherSeek};
 use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use sha1::Sha1;
@@ -20,17 +20,60 @@ use sha2::Sha256;
 pub const AES_BLOCK: usize = 16;
 
 /// One direction of an AES-256-CTR stream (OpenSSL `EVP_aes_256_ctr`).
-pub struct AesCtr(ctr::Ctr128BE<Aes256>);
+///
+/// The expanded key schedule (about 1 KB with the run-time AES-NI/software switch) lives
+/// only while the stream is in use: [`AesCtr::park`] drops it and keeps the key, the
+/// initial counter block and the position (64 bytes), and the next [`AesCtr::apply`]
+/// expands the key again and seeks to the position. A proxy parks both streams of every
+/// client that waits, so an idle client costs a few dozen bytes of cipher state.
+pub struct AesCtr {
+    key: [u8; 32],
+    iv: [u8; 16],
+    /// Keystream bytes consumed so far.
+    pos: u64,
+    live: Option<Box<ctr::Ctr128BE<Aes256Enc>>>,
+}
 
 impl AesCtr {
-    /// A stream keyed with a 32-byte key and a 16-byte initial counter block.
+    /// A stream keyed with a 32-byte key and a 16-byte initial counter block (parked).
     pub fn new(key: &[u8; 32], iv: &[u8; 16]) -> Self {
-        Self(ctr::Ctr128BE::<Aes256>::new(key.into(), iv.into()))
+        Self {
+            key: *key,
+            iv: *iv,
+            pos: 0,
+            live: None,
+        }
     }
 
     /// XORs the next `buf.len()` keystream bytes into `buf` (encrypts or decrypts).
     pub fn apply(&mut self, buf: &mut [u8]) {
-        self.0.apply_keystream(buf);
+        if buf.is_empty() {
+            return;
+        }
+        let (key, iv, pos) = (&self.key, &self.iv, self.pos);
+        let c = self.live.get_or_insert_with(|| {
+            let mut c = ctr::Ctr128BE::<Aes256Enc>::new(key.into(), iv.into());
+            // A 128-bit counter never runs out within 2^64 bytes.
+            let _ = c.try_seek(pos);
+            Box::new(c)
+        });
+        c.apply_keystream(buf);
+        self.pos += buf.len() as u64;
+    }
+
+    /// Drops the expanded key schedule until the next [`AesCtr::apply`].
+    pub fn park(&mut self) {
+        self.live = None;
+    }
+
+    /// Whether the key schedule is currently expanded.
+    pub fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// Keystream bytes consumed so far.
+    pub fn position(&self) -> u64 {
+        self.pos
     }
 }
 
@@ -258,5 +301,35 @@ mod tests {
             Err(NotBlockAligned(20))
         );
         assert_eq!(a, [0u8; 32], "nothing is encrypted on error");
+    }
+
+    proptest::proptest! {
+        /// Parking between any two calls leaves the keystream exactly as one continuous
+        /// stream (counter carried across blocks and within a block).
+        #[test]
+        fn parked_ctr_resumes_where_it_stopped(
+            cuts in proptest::collection::vec((0usize..70, proptest::bool::ANY), 0..12),
+        ) {
+            let key = [0x42u8; 32];
+            let mut iv = [0xffu8; 16];
+            iv[0] = 0x11; // the low 64 bits wrap within the first blocks
+            let total: usize = cuts.iter().map(|(n, _)| n).sum();
+            let mut whole = vec![0u8; total];
+            let mut reference = ctr::Ctr128BE::<Aes256>::new((&key).into(), (&iv).into());
+            reference.apply_keystream(&mut whole);
+            let mut pieces = vec![0u8; total];
+            let mut c = AesCtr::new(&key, &iv);
+            let mut at = 0;
+            for (n, park) in cuts {
+                c.apply(&mut pieces[at..at + n]);
+                at += n;
+                if park {
+                    c.park();
+                    proptest::prop_assert!(!c.is_live());
+                }
+            }
+            proptest::prop_assert_eq!(c.position(), total as u64);
+            proptest::prop_assert_eq!(whole, pieces);
+        }
     }
 }
