@@ -18,7 +18,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use rand::{Rng, RngCore};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -37,7 +37,34 @@ use crate::protocol::rpc::messages::flags as req_flags;
 use crate::protocol::transport::{self, ServerDecoder, Transport};
 use crate::stats::{dec, inc};
 
-const READ_CHUNK: usize = 16 * 1024;
+/// The largest read of a busy client (reads start small and double while they fill the
+/// buffer).
+const READ_CHUNK: usize = 64 * 1024;
+/// The first read: the 64-byte header and, usually, the first packet.
+const FIRST_READ: usize = 2048;
+
+/// Reads what the socket holds into `buf` (which must have spare capacity), returning 0
+/// at end of stream and `WouldBlock` when nothing is there.
+///
+/// A read that leaves part of the spare capacity unused drained the socket: its readiness
+/// is cleared right away, saving the `EAGAIN` read that would otherwise follow (a newer
+/// readiness event is never lost: tokio only clears the event it saw).
+pub fn read_into(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    let mut n = 0;
+    let r = stream.try_io(tokio::io::Interest::READABLE, || {
+        let spare = buf.capacity() - buf.len();
+        n = stream.try_read_buf(buf)?;
+        if n > 0 && n < spare {
+            Err(std::io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(())
+        }
+    });
+    match r {
+        Err(e) if n == 0 || e.kind() != std::io::ErrorKind::WouldBlock => Err(e),
+        _ => Ok(n),
+    }
+}
 
 /// Cancellation of one client task.
 ///
@@ -143,9 +170,19 @@ async fn run(
     }
     let settings = &shared.settings;
     let deadline = tokio::time::Instant::now() + settings.pre_auth_timeout;
-    let mut hdr = [0u8; HEADER_LEN];
+    // The header and whatever the client sent with it (usually its first packet) come in
+    // one read; the rest goes to the relay.
+    let mut first = BytesMut::with_capacity(FIRST_READ);
     let read_header = async {
-        stream.read_exact(&mut hdr).await?;
+        while first.len() < HEADER_LEN {
+            stream.readable().await?;
+            match read_into(stream, &mut first) {
+                Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
         Ok::<_, std::io::Error>(())
     };
     tokio::select! {
@@ -156,6 +193,9 @@ async fn run(
         }
         r = read_header => if r.is_err() { return Outcome::ClientClosed },
     }
+    let mut hdr = [0u8; HEADER_LEN];
+    hdr.copy_from_slice(&first[..HEADER_LEN]);
+    first.advance(HEADER_LEN);
     let Some(hs) = obfuscated2::parse_header(&hdr, &settings.secrets, settings.accept_policy)
     else {
         inc(&shared.counters.bad_secret_connections);
@@ -167,17 +207,7 @@ async fn run(
         return skip_mode(stream, deadline, shared, &cancel.draining).await;
     }
     inc(&shared.counters.total_encrypted_connections);
-    let outcome = relay(
-        stream,
-        peer,
-        local,
-        shared,
-        cancel,
-        hs,
-        None,
-        BytesMut::new(),
-    )
-    .await;
+    let outcome = relay(stream, peer, local, shared, cancel, hs, None, first).await;
     dec(&shared.counters.total_encrypted_connections);
     outcome
 }
@@ -312,11 +342,10 @@ async fn relay(
         tls: framing.is_some(),
     };
     let mut decoder = ServerDecoder::new(transport);
-    let mut rbuf = BytesMut::new();
-    let mut draining = false;
     // Bytes that arrived with the header (fake TLS: de-recorded payload, and raw records).
-    rbuf.extend_from_slice(&initial);
-    drop(initial);
+    let mut rbuf = initial;
+    let mut chunk = FIRST_READ;
+    let mut draining = false;
     decrypt.apply(&mut rbuf);
     let mut pending = !rbuf.is_empty() || framing.as_ref().is_some_and(|f| !f.raw.is_empty());
     let outcome = loop {
@@ -367,11 +396,14 @@ async fn relay(
                     None => &mut rbuf,
                 };
                 let before = buf.len();
-                if buf.capacity() - before < 1024 {
-                    buf.reserve(READ_CHUNK);
+                if buf.capacity() - before < chunk / 2 {
+                    buf.reserve(chunk);
                 }
-                match stream.try_read_buf(buf) {
+                let spare = buf.capacity() - before;
+                match read_into(stream, buf) {
                     Ok(0) => break Outcome::ClientClosed,
+                    // A full read: the client is busy, read more at once next time.
+                    Ok(n) if n == spare => chunk = (chunk * 2).min(READ_CHUNK),
                     Ok(_) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                     Err(_) => break Outcome::IoError,

@@ -43,6 +43,8 @@ const WRITE_BATCH: usize = 64;
 /// Payload bytes a link writer takes per write at most: one write stays in the cache
 /// between encryption and the copy into the socket.
 const FLUSH_BYTES: usize = 64 * 1024;
+/// Bytes a link reader asks the socket for at once (one link carries many clients).
+const ME_READ_CHUNK: usize = 256 * 1024;
 /// From this many queued bytes on, a writer encrypts together with its sibling links.
 const SEAL_TOGETHER: usize = 8 * 1024;
 /// How many scheduler rounds a writer with [`SEAL_TOGETHER`] bytes waits for its siblings
@@ -412,24 +414,25 @@ async fn read_loop(
     shared: &Arc<Shared>,
     conn: &Arc<MeConn>,
     link: &Mutex<RpcLink>,
-    mut rd: tokio::net::tcp::OwnedReadHalf,
+    rd: tokio::net::tcp::OwnedReadHalf,
     stop: &CancellationToken,
 ) -> &'static str {
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut buf = BytesMut::with_capacity(ME_READ_CHUNK);
     let c = &shared.counters;
     loop {
-        if buf.capacity() - buf.len() < 16 * 1024 {
-            buf.reserve(64 * 1024);
+        if buf.capacity() - buf.len() < ME_READ_CHUNK / 4 {
+            buf.reserve(ME_READ_CHUNK);
         }
-        let n = tokio::select! {
+        tokio::select! {
             () = stop.cancelled() => return "closed",
-            r = rd.read_buf(&mut buf) => match r {
-                Ok(0) => return "middle end closed the connection",
-                Ok(n) => n,
-                Err(_) => return "read error",
-            },
-        };
-        let _ = n;
+            r = rd.readable() => if r.is_err() { return "read error" },
+        }
+        match crate::net::client::read_into(rd.as_ref(), &mut buf) {
+            Ok(0) => return "middle end closed the connection",
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return "read error",
+        }
         let mut events = Vec::new();
         {
             let mut l = lock(link);

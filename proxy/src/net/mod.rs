@@ -221,6 +221,10 @@ async fn accept_loop(
     conn_cancel: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(5);
+    let bound = listener
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
     loop {
         // -C as backpressure: stop accepting at the cap, resume below it.
         let permit = tokio::select! {
@@ -244,9 +248,14 @@ async fn accept_loop(
                 }
             },
         };
-        let local = stream
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        // A listener bound to one address tells every connection's local address without
+        // a getsockname per connection.
+        let local = match bound {
+            Some(a) => a,
+            None => stream
+                .local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+        };
         listener::tune_accepted(&stream, shared.settings.window_clamp);
         let shared2 = shared.clone();
         let cancel = client::ClientCancel {
