@@ -71,6 +71,19 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     parse_stat_cpu(&text)
 }
 
+/// A process's system (kernel) CPU time in seconds, from `/proc/<pid>/stat`.
+pub fn kernel_cpu_seconds(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat_kernel_cpu(&text)
+}
+
+/// `stime` of a `/proc/<pid>/stat` line, in seconds.
+pub fn parse_stat_kernel_cpu(stat: &str) -> Option<f64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let stime: u64 = rest.split_whitespace().nth(12)?.parse().ok()?;
+    Some(stime as f64 / 100.0)
+}
+
 /// `utime + stime` of a `/proc/<pid>/stat` line, in seconds.
 pub fn parse_stat_cpu(stat: &str) -> Option<f64> {
     // The command name may hold spaces and parentheses: fields start after the last ')'.
@@ -975,6 +988,9 @@ pub struct CpuUse {
     pub loadgen_percent: f64,
     /// Proxy CPU seconds in the window.
     pub proxy_cpu_s: f64,
+    /// Share of the proxy's CPU time spent in the kernel (system time), in %.
+    #[serde(default)]
+    pub proxy_kernel_share_percent: f64,
 }
 
 /// A started CPU window.
@@ -982,6 +998,7 @@ pub struct CpuUse {
 pub struct CpuWindow {
     at: Instant,
     proxy: f64,
+    proxy_kernel: f64,
     me: f64,
     pid: u32,
 }
@@ -992,6 +1009,7 @@ impl CpuWindow {
         Self {
             at: Instant::now(),
             proxy: cpu_seconds(pid).unwrap_or(0.0),
+            proxy_kernel: kernel_cpu_seconds(pid).unwrap_or(0.0),
             me: cpu_seconds(std::process::id()).unwrap_or(0.0),
             pid,
         }
@@ -1002,11 +1020,17 @@ impl CpuWindow {
         let seconds = self.at.elapsed().as_secs_f64().max(1e-9);
         let proxy = cpu_seconds(self.pid).unwrap_or(self.proxy) - self.proxy;
         let me = cpu_seconds(std::process::id()).unwrap_or(self.me) - self.me;
+        let kernel = kernel_cpu_seconds(self.pid).unwrap_or(self.proxy_kernel) - self.proxy_kernel;
         CpuUse {
             seconds,
             proxy_percent: proxy / seconds * 100.0,
             loadgen_percent: me / seconds * 100.0,
             proxy_cpu_s: proxy,
+            proxy_kernel_share_percent: if proxy > 0.0 {
+                kernel / proxy * 100.0
+            } else {
+                0.0
+            },
         }
     }
 }
@@ -1499,6 +1523,7 @@ mod tests {
     fn stat_cpu_skips_the_command_name() {
         let line = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 100 1000 10";
         assert_eq!(parse_stat_cpu(line), Some(3.0));
+        assert_eq!(parse_stat_kernel_cpu(line), Some(0.5));
     }
 
     #[test]
