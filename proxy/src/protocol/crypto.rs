@@ -236,6 +236,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ctr_matches_openssl_semantics_across_a_full_counter_wrap_and_long_buffers() {
+        // All-ones IV: the 128-bit counter wraps to zero after the first block (OpenSSL
+        // and the `ctr` crate's Ctr128BE agree on that).
+        for iv in [[0xffu8; 16], [0u8; 16], *b"0123456789abcdef"] {
+            let key = [0x17u8; 32];
+            let mut want = vec![0xa5u8; 5000];
+            ctr::Ctr128BE::<Aes256>::new((&key).into(), (&iv).into()).apply_keystream(&mut want);
+            let mut got = vec![0xa5u8; 5000];
+            let mut c = AesCtr::new(&key, &iv);
+            // Odd pieces: a partial block, several whole batches, a 1-byte piece.
+            for range in [0..7, 7..8, 8..700, 700..701, 701..4100, 4100..5000] {
+                c.apply(&mut got[range]);
+            }
+            assert_eq!(want, got, "iv {iv:02x?}");
+        }
+    }
+
+    #[test]
     fn cbc_chain_continues_across_calls() {
         // Encrypting 64 bytes at once equals encrypting them in two calls: the IV chains.
         let key = [7u8; 32];
