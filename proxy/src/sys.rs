@@ -34,6 +34,31 @@ pub fn set_window_clamp(sock: &impl AsRawFd, clamp: u32) -> io::Result<()> {
     }
 }
 
+/// Reads `TCP_WINDOW_CLAMP` of a TCP socket.
+///
+/// # Errors
+/// The OS error when the kernel refuses the query.
+pub fn window_clamp(sock: &impl AsRawFd) -> io::Result<u32> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are live locals; `len` holds `value`'s exact size and the
+    // kernel writes at most that many bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_WINDOW_CLAMP,
+            std::ptr::addr_of_mut!(value).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(u32::try_from(value).unwrap_or(0))
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Adds `inc` to the process niceness (`--nice`).
 ///
 /// # Errors
@@ -116,6 +141,7 @@ mod tests {
     fn window_clamp_is_applied_to_a_tcp_socket() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         set_window_clamp(&l, 131_072).unwrap();
+        assert_eq!(window_clamp(&l).unwrap(), 131_072);
         // A UDP socket does not take a TCP option: the error surfaces, no panic.
         let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         assert!(set_window_clamp(&u, 131_072).is_err());

@@ -50,6 +50,9 @@ pub fn bind(spec: &ListenSpec) -> io::Result<std::net::TcpListener> {
     if let Some(clamp) = spec.window_clamp {
         crate::sys::set_window_clamp(&sock, clamp)?;
     }
+    // Accepted sockets inherit it on Linux (checked on the first accept, see
+    // [`AcceptTuning`]), which saves a system call per connection.
+    sock.set_nodelay(true)?;
     sock.set_nonblocking(true)?;
     sock.bind(&spec.addr.into())?;
     sock.listen(spec.backlog)?;
@@ -64,9 +67,79 @@ pub fn tune_accepted(stream: &tokio::net::TcpStream, window_clamp: Option<u32>) 
     }
 }
 
+/// Whether `stream` has the options [`tune_accepted`] sets.
+pub fn has_tuning(stream: &tokio::net::TcpStream, window_clamp: Option<u32>) -> bool {
+    stream.nodelay().unwrap_or(false)
+        && window_clamp.is_none_or(|c| crate::sys::window_clamp(stream).is_ok_and(|got| got == c))
+}
+
+/// Per-listener memory of whether accepted sockets inherit TCP_NODELAY from the listening
+/// socket (Linux does): the first accepted socket is checked with one `getsockopt`; when
+/// it did, later sockets skip that `setsockopt`. The window clamp is always set on the
+/// accepted socket, as C does: an inherited clamp is not the same (Linux limits it by the
+/// window scale chosen for the handshake, 65 536 instead of 131 072).
+#[derive(Debug, Default)]
+pub struct AcceptTuning {
+    nodelay_inherited: Option<bool>,
+}
+
+impl AcceptTuning {
+    /// Makes sure `stream` has TCP_NODELAY and the window clamp.
+    pub fn apply(&mut self, stream: &tokio::net::TcpStream, window_clamp: Option<u32>) {
+        let inherited = *self
+            .nodelay_inherited
+            .get_or_insert_with(|| stream.nodelay().unwrap_or(false));
+        if !inherited {
+            let _ = stream.set_nodelay(true);
+        }
+        if let Some(clamp) = window_clamp {
+            let _ = crate::sys::set_window_clamp(stream, clamp);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn every_accepted_socket_gets_nodelay_and_the_clamp() {
+        for clamp in [Some(131_072u32), None] {
+            let l = bind(&ListenSpec {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                backlog: 16,
+                reuse_port: false,
+                window_clamp: clamp,
+            })
+            .unwrap();
+            let l = tokio::net::TcpListener::from_std(l).unwrap();
+            let addr = l.local_addr().unwrap();
+            let mut tuning = AcceptTuning::default();
+            let mut keep = Vec::new();
+            for _ in 0..3 {
+                let c = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let (s, _) = l.accept().await.unwrap();
+                tuning.apply(&s, clamp);
+                assert!(has_tuning(&s, clamp), "clamp {clamp:?}");
+                keep.push((c, s));
+            }
+            assert!(tuning.nodelay_inherited.is_some());
+        }
+        // A socket that did not inherit anything is tuned.
+        let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        plain.set_nonblocking(true).unwrap();
+        let plain = tokio::net::TcpListener::from_std(plain).unwrap();
+        let c = tokio::net::TcpStream::connect(plain.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (s, _) = plain.accept().await.unwrap();
+        assert!(!has_tuning(&s, Some(65_536)));
+        let mut tuning = AcceptTuning::default();
+        tuning.apply(&s, Some(65_536));
+        assert!(has_tuning(&s, Some(65_536)));
+        assert_eq!(tuning.nodelay_inherited, Some(false));
+        drop(c);
+    }
 
     #[test]
     fn two_reuse_port_sockets_share_a_port_and_a_plain_one_cannot() {

@@ -221,6 +221,7 @@ async fn accept_loop(
     conn_cancel: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(5);
+    let mut tuning = listener::AcceptTuning::default();
     let bound = listener
         .local_addr()
         .ok()
@@ -256,7 +257,7 @@ async fn accept_loop(
                 .local_addr()
                 .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
         };
-        listener::tune_accepted(&stream, shared.settings.window_clamp);
+        tuning.apply(&stream, shared.settings.window_clamp);
         let shared2 = shared.clone();
         let cancel = client::ClientCancel {
             draining: shutdown.clone(),
