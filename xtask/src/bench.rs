@@ -1159,6 +1159,35 @@ pub fn summary(r: &Report) -> String {
     s
 }
 
+/// One bar of [`render_svg`]: the "times better" median, whisker ends and label.
+///
+/// For lower-is-better metrics the value is reference / candidate; where ours is 0 and
+/// C's is not (idle CPU) that is infinitely better: the bar is full length and the label
+/// gives both values instead.
+fn bar(sp: &Spread, higher_is_better: bool, max_x: f64) -> (f64, f64, f64, String) {
+    let ours_zero = !higher_is_better && sp.candidate_median == 0.0 && sp.reference_median > 0.0;
+    let better = |v: f64| {
+        if higher_is_better {
+            v
+        } else if v > 0.0 {
+            1.0 / v
+        } else if ours_zero {
+            f64::INFINITY
+        } else {
+            0.0
+        }
+    };
+    let m = better(sp.median).min(max_x);
+    let a = better(sp.min).min(max_x);
+    let b = better(sp.max).min(max_x);
+    let label = if ours_zero {
+        format!("ours 0, C {:.2}", sp.reference_median)
+    } else {
+        format!("{m:.2}x")
+    };
+    (m, a.min(b), a.max(b), label)
+}
+
 /// A horizontal bar chart of the candidate/reference ratios ("better" normalised so that
 /// a longer bar is always better: for lower-is-better metrics the bar is reference /
 /// candidate), with the spread as a whisker and a line at 1.
@@ -1193,27 +1222,13 @@ pub fn render_svg(r: &Report) -> String {
     let x1 = left + scale;
     for (i, (sp, hib)) in rows.iter().enumerate() {
         let y = top + row_h * i as f64;
-        let better = |v: f64| {
-            if *hib {
-                v
-            } else if v > 0.0 {
-                1.0 / v
-            } else {
-                0.0
-            }
-        };
-        let m = better(sp.median).min(max_x);
-        let (lo, hi) = {
-            let a = better(sp.min).min(max_x);
-            let b = better(sp.max).min(max_x);
-            (a.min(b), a.max(b))
-        };
+        let (m, lo, hi, label) = bar(sp, *hib, max_x);
         let color = if m >= 1.0 { "#2e7d32" } else { "#c62828" };
         s.push_str(&format!(
             "<text x=\"{:.0}\" y=\"{:.0}\" text-anchor=\"end\">{}</text>\n\
              <rect x=\"{left}\" y=\"{:.0}\" width=\"{:.1}\" height=\"{:.0}\" fill=\"{color}\" opacity=\"0.8\"/>\n\
              <line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{:.0}\" y2=\"{:.0}\" stroke=\"black\"/>\n\
-             <text x=\"{:.1}\" y=\"{:.0}\">{:.2}x</text>\n",
+             <text x=\"{:.1}\" y=\"{:.0}\">{}</text>\n",
             left - 8.0,
             y + 16.0,
             xml_escape(&sp.metric),
@@ -1226,7 +1241,7 @@ pub fn render_svg(r: &Report) -> String {
             y + row_h / 2.0,
             left + m * scale + 6.0,
             y + 16.0,
-            m
+            xml_escape(&label)
         ));
     }
     s.push_str(&format!(
@@ -1342,6 +1357,38 @@ mod tests {
             .unwrap()
             .why
             .is_empty());
+    }
+
+    #[test]
+    fn a_zero_of_ours_against_a_nonzero_c_is_a_full_bar_labelled_with_both() {
+        let sp = Spread {
+            metric: "idle_cpu_percent".into(),
+            candidate_median: 0.0,
+            reference_median: 3.8,
+            median: 0.0,
+            min: 0.0,
+            max: 0.0,
+        };
+        let (m, lo, hi, label) = bar(&sp, false, 4.0);
+        assert_eq!((m, lo, hi), (4.0, 4.0, 4.0));
+        assert_eq!(label, "ours 0, C 3.80");
+        // Both zero (self mode): no claim either way.
+        let both = Spread {
+            reference_median: 0.0,
+            ..sp.clone()
+        };
+        assert_eq!(bar(&both, false, 4.0).3, "0.00x");
+        // Ordinary lower-is-better: reference / candidate.
+        let p99 = Spread {
+            metric: "latency_p99_us".into(),
+            candidate_median: 500.0,
+            reference_median: 1000.0,
+            median: 0.5,
+            min: 0.4,
+            max: 1.0,
+        };
+        let (m, lo, hi, label) = bar(&p99, false, 4.0);
+        assert_eq!((m, lo, hi, label.as_str()), (2.0, 1.0, 2.5, "2.00x"));
     }
 
     #[test]
