@@ -67,32 +67,41 @@ fn unix_now() -> i64 {
 /// A process's CPU time (user + system, all threads, dead ones included) in seconds, from
 /// `/proc/<pid>/stat` (clock ticks of 1/100 s, Linux's fixed `USER_HZ`).
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat_cpu(&text)
+    cpu_times(pid).map(|t| t.total)
 }
 
-/// A process's system (kernel) CPU time in seconds, from `/proc/<pid>/stat`.
-pub fn kernel_cpu_seconds(pid: u32) -> Option<f64> {
+/// A process's CPU time from `/proc/<pid>/stat`: all of it and the system (kernel) part.
+pub fn cpu_times(pid: u32) -> Option<CpuTimes> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat_kernel_cpu(&text)
+    parse_stat_times(&text)
 }
 
-/// `stime` of a `/proc/<pid>/stat` line, in seconds.
-pub fn parse_stat_kernel_cpu(stat: &str) -> Option<f64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let stime: u64 = rest.split_whitespace().nth(12)?.parse().ok()?;
-    Some(stime as f64 / 100.0)
+/// CPU seconds of a process.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuTimes {
+    /// `utime + stime`.
+    pub total: f64,
+    /// `stime`.
+    pub system: f64,
 }
 
 /// `utime + stime` of a `/proc/<pid>/stat` line, in seconds.
 pub fn parse_stat_cpu(stat: &str) -> Option<f64> {
+    parse_stat_times(stat).map(|t| t.total)
+}
+
+/// `utime + stime` and `stime` of a `/proc/<pid>/stat` line, in seconds.
+pub fn parse_stat_times(stat: &str) -> Option<CpuTimes> {
     // The command name may hold spaces and parentheses: fields start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After ')': state is field 3 of the man page, utime 14, stime 15 → indices 11, 12.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) as f64 / 100.0)
+    Some(CpuTimes {
+        total: (utime + stime) as f64 / 100.0,
+        system: stime as f64 / 100.0,
+    })
 }
 
 /// Resident memory of a process, from `/proc/<pid>/status` (bytes).
@@ -997,8 +1006,7 @@ pub struct CpuUse {
 #[derive(Debug, Clone, Copy)]
 pub struct CpuWindow {
     at: Instant,
-    proxy: f64,
-    proxy_kernel: f64,
+    proxy: CpuTimes,
     me: f64,
     pid: u32,
 }
@@ -1008,8 +1016,7 @@ impl CpuWindow {
     pub fn start(pid: u32) -> Self {
         Self {
             at: Instant::now(),
-            proxy: cpu_seconds(pid).unwrap_or(0.0),
-            proxy_kernel: kernel_cpu_seconds(pid).unwrap_or(0.0),
+            proxy: cpu_times(pid).unwrap_or_default(),
             me: cpu_seconds(std::process::id()).unwrap_or(0.0),
             pid,
         }
@@ -1018,9 +1025,10 @@ impl CpuWindow {
     /// Ends it.
     pub fn finish(&self) -> CpuUse {
         let seconds = self.at.elapsed().as_secs_f64().max(1e-9);
-        let proxy = cpu_seconds(self.pid).unwrap_or(self.proxy) - self.proxy;
+        let now = cpu_times(self.pid).unwrap_or(self.proxy);
+        let proxy = now.total - self.proxy.total;
+        let kernel = now.system - self.proxy.system;
         let me = cpu_seconds(std::process::id()).unwrap_or(self.me) - self.me;
-        let kernel = kernel_cpu_seconds(self.pid).unwrap_or(self.proxy_kernel) - self.proxy_kernel;
         CpuUse {
             seconds,
             proxy_percent: proxy / seconds * 100.0,
@@ -1523,7 +1531,13 @@ mod tests {
     fn stat_cpu_skips_the_command_name() {
         let line = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 100 1000 10";
         assert_eq!(parse_stat_cpu(line), Some(3.0));
-        assert_eq!(parse_stat_kernel_cpu(line), Some(0.5));
+        assert_eq!(
+            parse_stat_times(line),
+            Some(CpuTimes {
+                total: 3.0,
+                system: 0.5
+            })
+        );
     }
 
     #[test]

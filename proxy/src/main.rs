@@ -65,16 +65,7 @@ fn main() -> ExitCode {
     } else {
         std::thread::available_parallelism().map_or(2, usize::from)
     };
-    // One thread (a -M worker, or a one-CPU affinity mask): the current-thread scheduler,
-    // with no cross-thread wake-ups or work stealing.
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(threads);
-        b
-    };
-    let runtime = match builder.enable_all().build() {
+    let runtime = match mtproxy::os::runtime(threads) {
         Ok(r) => r,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "fatal: cannot start the runtime: {e}");

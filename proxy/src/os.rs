@@ -47,6 +47,23 @@ pub fn raise_fd_limit(max_connections: u64) -> FdLimit {
     }
 }
 
+/// The tokio runtime for `threads` worker threads: with one thread (a `-M` worker, a
+/// one-CPU affinity mask) the current-thread scheduler, with no cross-thread wake-ups or
+/// work stealing; otherwise the multi-thread one.
+///
+/// # Errors
+/// The OS error when the runtime cannot start.
+pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder.enable_all().build()
+}
+
 /// The user a root process switches to without `-u` (C's `DEFAULT_ENGINE_USER`).
 pub const DEFAULT_USER: &str = "mtproxy";
 

@@ -685,16 +685,9 @@ impl Bench {
             floor.ctr_mb_s, floor.cbc_encrypt_mb_s, floor.cbc_decrypt_mb_s, floor.echo_mb_s
         );
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
-        // One load-generator CPU (the 2-core case): the current-thread scheduler, with no
-        // wake-ups handed between threads on the same core.
-        let mut builder = if workers == 1 {
-            tokio::runtime::Builder::new_current_thread()
-        } else {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            b.worker_threads(workers);
-            b
-        };
-        let rt = builder.enable_all().build().context("starting tokio")?;
+        // One load-generator CPU (the 2-core case) gets the current-thread scheduler, as
+        // the proxy does on one thread.
+        let rt = mtproxy::os::runtime(workers).context("starting tokio")?;
         let mut runs = Vec::new();
         for i in 0..self.runs.max(1) {
             let cand_first = i % 2 == 0;

@@ -59,20 +59,6 @@ pub fn bind(spec: &ListenSpec) -> io::Result<std::net::TcpListener> {
     Ok(sock.into())
 }
 
-/// Applies per-connection options to an accepted client socket.
-pub fn tune_accepted(stream: &tokio::net::TcpStream, window_clamp: Option<u32>) {
-    let _ = stream.set_nodelay(true);
-    if let Some(clamp) = window_clamp {
-        let _ = crate::sys::set_window_clamp(stream, clamp);
-    }
-}
-
-/// Whether `stream` has the options [`tune_accepted`] sets.
-pub fn has_tuning(stream: &tokio::net::TcpStream, window_clamp: Option<u32>) -> bool {
-    stream.nodelay().unwrap_or(false)
-        && window_clamp.is_none_or(|c| crate::sys::window_clamp(stream).is_ok_and(|got| got == c))
-}
-
 /// Per-listener memory of whether accepted sockets inherit TCP_NODELAY from the listening
 /// socket (Linux does): the first accepted socket is checked with one `getsockopt`; when
 /// it did, later sockets skip that `setsockopt`. The window clamp is always set on the
@@ -101,6 +87,13 @@ impl AcceptTuning {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether `stream` has the options [`AcceptTuning::apply`] makes sure of.
+    fn has_tuning(stream: &tokio::net::TcpStream, window_clamp: Option<u32>) -> bool {
+        stream.nodelay().unwrap_or(false)
+            && window_clamp
+                .is_none_or(|c| crate::sys::window_clamp(stream).is_ok_and(|got| got == c))
+    }
 
     #[tokio::test]
     async fn every_accepted_socket_gets_nodelay_and_the_clamp() {
