@@ -174,6 +174,9 @@ impl App {
         } else {
             None
         };
+        if let Some(reason) = worker.as_ref().and_then(|_| planted_worker_failure()) {
+            return Err(Fatal::one(format!("fatal: {reason}")));
+        }
         opts.check_tls_secrets().map_err(cli_exit_to_fatal)?;
         let config = match &worker {
             Some(w) => load_config_text(w.config_text.as_bytes(), &opts.config_file)?,
@@ -244,6 +247,13 @@ impl App {
             drain_grace: net::DRAIN_GRACE,
             planted_flag_xor: planted_flag_xor(),
         }
+    }
+
+    /// This process's counters with its facts, as `/stats` reports them.
+    fn snapshot(&self, counters: &crate::stats::Counters) -> Snapshot {
+        let mut snap = counters.snapshot(self.info());
+        snap.log_write_failures = crate::logging::write_failures();
+        snap
     }
 
     fn info(&self) -> Info {
@@ -355,7 +365,7 @@ impl App {
         } else {
             None
         };
-        self.drop_privileges()?;
+        self.drop_privileges(false)?;
         let conf = lock(&self.config).conf.clone();
         MePool::apply(&shared, conf, &self.links);
         let listeners = std_listeners
@@ -367,7 +377,7 @@ impl App {
             let app = self.clone();
             let sh = shared.clone();
             let source: stats_http::StatsSource = Arc::new(move || {
-                let snap = sh.counters.snapshot(app.info());
+                let snap = app.snapshot(&sh.counters);
                 Box::pin(async move { snap })
             });
             let sh2 = shared.clone();
@@ -385,7 +395,7 @@ impl App {
             let sh = shared.clone();
             tokio::spawn(supervisor::serve_control(
                 std::os::unix::net::UnixStream::from(control),
-                move || sh.counters.snapshot(app.info()),
+                move || app.snapshot(&sh.counters),
                 shutdown.clone(),
             ));
         }
@@ -466,8 +476,11 @@ impl App {
         Err(Fatal::one(format!("fatal: cannot open stats port: {last}")))
     }
 
-    fn drop_privileges(&self) -> Result<(), Fatal> {
-        match crate::os::drop_privileges(self.opts.user.as_deref()) {
+    /// Drops privileges (`-u`). The `-M` master with `-l` keeps the right to recreate
+    /// the log file (see [`crate::os::drop_privileges`]).
+    fn drop_privileges(&self, master: bool) -> Result<(), Fatal> {
+        let keep = master && self.opts.log_file.is_some();
+        match crate::os::drop_privileges(self.opts.user.as_deref(), keep) {
             Ok(Some(user)) => {
                 tracing::debug!(user, "dropped privileges");
                 Ok(())
@@ -503,11 +516,12 @@ impl App {
                     .unwrap_or_default(),
                 lock(&self.config).text.clone(),
                 net::DRAIN_GRACE + Duration::from_secs(2),
+                self.log.clone(),
             )
             .map_err(|e| Fatal::one(format!("fatal: cannot prepare workers: {e}")))?,
         );
         let stats_listener = self.bind_stats().await?;
-        self.drop_privileges()?;
+        self.drop_privileges(true)?;
         if let Some(l) = stats_listener {
             let app = self.clone();
             let m = master.clone();
@@ -524,6 +538,7 @@ impl App {
                     };
                     base.http_queries = q.load(std::sync::atomic::Ordering::Relaxed);
                     base.worker_restarts = m.restarts.load(std::sync::atomic::Ordering::Relaxed);
+                    base.log_write_failures = crate::logging::write_failures();
                     m.sum_stats(base).await
                 })
             });
@@ -539,9 +554,12 @@ impl App {
         tracing::info!(workers = o.workers, "main loop (master)");
         let supervising = tokio::spawn(master.clone().run(shutdown.clone()));
         let code = self.signal_loop(&shutdown, None, Some(&master)).await;
-        let _ = supervising.await;
+        let gave_up = supervising.await.ok().flatten();
         drop(listeners);
-        Ok(code)
+        match gave_up {
+            Some(reason) => Err(Fatal::one(format!("fatal: {reason}"))),
+            None => Ok(code),
+        }
     }
 
     /// Waits for signals: TERM/INT stop (exit 0), USR1 reopens the log, HUP reloads the
@@ -653,6 +671,17 @@ fn planted_flag_xor() -> u32 {
         .ok()
         .and_then(|v| u32::from_str_radix(v.trim().trim_start_matches("0x"), 16).ok())
         .unwrap_or(0)
+}
+
+/// Test-only start-up failure of `-M` workers: debug builds read
+/// `MTPROXY_TEST_WORKER_FAIL` (the error a worker then dies with); release builds never do.
+fn planted_worker_failure() -> Option<String> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    std::env::var("MTPROXY_TEST_WORKER_FAIL")
+        .ok()
+        .filter(|v| !v.is_empty())
 }
 
 fn cli_exit_to_fatal(e: crate::config::cli::CliExit) -> Fatal {

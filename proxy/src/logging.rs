@@ -7,10 +7,19 @@
 //!
 //! Divergence from C: SIGUSR1 without `-l` keeps logging to stderr (C redirects its
 //! output to /dev/null then, silently ending logging).
+//!
+//! Under `-M` only the master opens the `-l` file. Each worker writes its lines (with its
+//! own pid) to its stderr, a pipe the master reads and copies into the file, so a worker
+//! running as the `-u` user needs no rights on the file, and SIGUSR1 is one reopen by the
+//! master (which keeps the right to create the file; see `os::drop_privileges`). C opens
+//! the file in every process by its path, so after a rotation in a directory only root
+//! may write, its workers stop logging. A line that cannot be written is dropped and
+//! counted (`log_write_failures` in `/stats`), never blocks or stops the process.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tracing::{Event, Subscriber};
@@ -19,15 +28,39 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter}
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
+/// Log lines this process could not write (reported as `log_write_failures`).
+static WRITE_FAILURES: AtomicI64 = AtomicI64::new(0);
+
+/// How many log lines this process failed to write (or dropped) since it started.
+pub fn write_failures() -> i64 {
+    WRITE_FAILURES.load(Ordering::Relaxed)
+}
+
+/// The longest line a worker writes into its pipe in one piece: a pipe write of at most
+/// `PIPE_BUF` (4096 on Linux) bytes is atomic, so lines of several writers never mix.
+const PIPE_LINE_MAX: usize = 4096;
+
 /// Where log lines go; cloneable handle that can reopen its file.
 #[derive(Clone)]
 pub struct LogSink {
     inner: Arc<Mutex<Sink>>,
 }
 
-enum Sink {
+struct Sink {
+    target: Target,
+    /// Whether the last write failed (the failure is announced on stderr once).
+    failing: bool,
+}
+
+enum Target {
     Stderr,
-    File { path: PathBuf, file: File },
+    /// A `-M` worker's stderr: a non-blocking pipe to its master, which writes the lines
+    /// into the `-l` file (or its own stderr). A full pipe drops the line, never blocks.
+    MasterPipe,
+    File {
+        path: PathBuf,
+        file: File,
+    },
 }
 
 impl LogSink {
@@ -36,16 +69,38 @@ impl LogSink {
     /// # Errors
     /// When the file cannot be opened.
     pub fn open(path: Option<&Path>) -> io::Result<Self> {
-        let sink = match path {
-            None => Sink::Stderr,
-            Some(p) => Sink::File {
+        let target = match path {
+            None => Target::Stderr,
+            Some(p) => Target::File {
                 path: p.to_path_buf(),
                 file: open_append(p)?,
             },
         };
-        Ok(Self {
-            inner: Arc::new(Mutex::new(sink)),
-        })
+        Ok(Self::with(target))
+    }
+
+    /// A `-M` worker's sink: its stderr, a pipe that the master reads and writes into the
+    /// log. The worker never opens the `-l` file itself, so it needs no rights on it
+    /// (the master opened it before dropping privileges, and reopens it on SIGUSR1).
+    ///
+    /// # Errors
+    /// When stderr cannot be made non-blocking.
+    pub fn to_master() -> io::Result<Self> {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        use std::os::fd::AsRawFd;
+        let fd = io::stderr().as_raw_fd();
+        let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+        fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        Ok(Self::with(Target::MasterPipe))
+    }
+
+    fn with(target: Target) -> Self {
+        Self {
+            inner: Arc::new(Mutex::new(Sink {
+                target,
+                failing: false,
+            })),
+        }
     }
 
     /// Reopens the log file (SIGUSR1); a no-op for stderr.
@@ -54,15 +109,78 @@ impl LogSink {
     /// When the file cannot be reopened (the old handle is kept then).
     pub fn reopen(&self) -> io::Result<()> {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Sink::File { path, file } = &mut *g {
+        if let Target::File { path, file } = &mut g.target {
             *file = open_append(path)?;
         }
         Ok(())
     }
+
+    /// Writes one complete line (with its newline) as it is: a worker's line, relayed
+    /// by the master.
+    pub fn write_line(&self, line: &[u8]) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_line(line);
+    }
+}
+
+impl Sink {
+    /// Writes one line; a line that cannot be written is counted and dropped, never an
+    /// error. The first failure after a success is announced on stderr (when the sink is
+    /// not stderr itself).
+    fn write_line(&mut self, line: &[u8]) {
+        let result = match &mut self.target {
+            Target::Stderr => io::stderr().write_all(line),
+            Target::MasterPipe => write_to_pipe(line),
+            Target::File { file, .. } => file.write_all(line),
+        };
+        match result {
+            Ok(()) => self.failing = false,
+            Err(e) => {
+                WRITE_FAILURES.fetch_add(1, Ordering::Relaxed);
+                if !self.failing {
+                    self.failing = true;
+                    if let Target::File { path, .. } = &self.target {
+                        let _ = writeln!(
+                            io::stderr(),
+                            "[{}] cannot write to log file {}: {e}; lines are dropped and \
+                             counted in /stats log_write_failures",
+                            std::process::id(),
+                            path.display()
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One write of at most [`PIPE_LINE_MAX`] bytes (atomic; a longer line is cut and ends
+/// with a newline); `WouldBlock` when the master is not keeping up.
+fn write_to_pipe(line: &[u8]) -> io::Result<()> {
+    let mut err = io::stderr();
+    if line.len() <= PIPE_LINE_MAX {
+        let n = err.write(line)?;
+        return if n == line.len() {
+            Ok(())
+        } else {
+            Err(io::ErrorKind::WriteZero.into())
+        };
+    }
+    let mut cut = line[..PIPE_LINE_MAX - 1].to_vec();
+    cut.push(b'\n');
+    write_to_pipe(&cut)
 }
 
 fn open_append(p: &Path) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).open(p)
+    use std::os::unix::fs::OpenOptionsExt;
+    // C opens its log with mode 0640.
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(p)
 }
 
 /// One log line's writer.
@@ -76,11 +194,10 @@ impl Write for LineWriter {
     /// whichever task was logging — e.g. a worker's control task, leaving an orphaned
     /// worker that never notices its master died.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = match &mut *g {
-            Sink::Stderr => io::stderr().write_all(buf),
-            Sink::File { file, .. } => file.write_all(buf),
-        };
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .write_line(buf);
         Ok(buf.len())
     }
 

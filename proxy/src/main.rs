@@ -30,7 +30,15 @@ fn main() -> ExitCode {
             return exit_code(exit.code);
         }
     };
-    let sink = match LogSink::open(opts.log_file.as_deref().map(std::path::Path::new)) {
+    // A `-M` worker never opens the `-l` file: it logs through its master (see
+    // `LogSink::to_master`), so it needs no rights on the file or its directory.
+    let is_worker = std::env::var_os(mtproxy::supervisor::WORKER_ENV).is_some();
+    let opened = if is_worker {
+        LogSink::to_master()
+    } else {
+        LogSink::open(opts.log_file.as_deref().map(std::path::Path::new))
+    };
+    let sink = match opened {
         Ok(s) => s,
         Err(e) => {
             let _ = writeln!(
@@ -60,7 +68,7 @@ fn main() -> ExitCode {
         Ok(a) => Arc::new(a),
         Err(f) => return fatal(&f),
     };
-    let threads = if workers > 0 || std::env::var_os(mtproxy::supervisor::WORKER_ENV).is_some() {
+    let threads = if workers > 0 || is_worker {
         1
     } else {
         std::thread::available_parallelism().map_or(2, usize::from)

@@ -70,9 +70,18 @@ pub const DEFAULT_USER: &str = "mtproxy";
 /// Drops root privileges to `user` (default `mtproxy`), as C's `change_user`: only when
 /// running as root; a missing user is fatal.
 ///
+/// With `keep_file_access` (the `-M` master when `-l` is given) the process keeps one
+/// capability, `CAP_DAC_OVERRIDE`, so that SIGUSR1 can create the log file again after a
+/// rotation in a directory only root may write: the workers log through the master, so
+/// none of them needs that right. The master accepts no clients. Failing to keep it is
+/// not fatal: the reopen may then fail, which is logged and leaves the old file in use.
+///
 /// # Errors
 /// A one-line message in C's words (`can't find the user X to switch to`, …).
-pub fn drop_privileges(user: Option<&str>) -> Result<Option<String>, String> {
+pub fn drop_privileges(
+    user: Option<&str>,
+    keep_file_access: bool,
+) -> Result<Option<String>, String> {
     if !Uid::effective().is_root() && !Uid::current().is_root() {
         return Ok(None);
     }
@@ -80,10 +89,28 @@ pub fn drop_privileges(user: Option<&str>) -> Result<Option<String>, String> {
     let pw = User::from_name(name)
         .map_err(|e| format!("can't find the user {name} to switch to: {e}"))?
         .ok_or_else(|| format!("can't find the user {name} to switch to"))?;
+    let keep = keep_file_access && caps::securebits::set_keepcaps(true).is_ok();
     setgroups(&[pw.gid]).map_err(|e| format!("failed to clear supplementary groups list: {e}"))?;
     setgid(pw.gid).map_err(|e| format!("setgid ({}) failed: {e}", pw.gid))?;
     setuid(pw.uid).map_err(|e| format!("failed to assume identity of user {name}: {e}"))?;
+    if keep {
+        if let Err(e) = keep_only_dac_override() {
+            tracing::warn!(error = %e, "cannot keep CAP_DAC_OVERRIDE: SIGUSR1 may fail to recreate the log file");
+        }
+    }
     Ok(Some(name.to_string()))
+}
+
+/// After `setuid` with keep-caps: effective and permitted sets become exactly
+/// `{CAP_DAC_OVERRIDE}`; keep-caps is cleared again (and execve clears every capability
+/// of a non-root process, so the workers the master starts have none).
+fn keep_only_dac_override() -> Result<(), caps::errors::CapsError> {
+    use caps::{CapSet, Capability, CapsHashSet};
+    let only: CapsHashSet = std::iter::once(Capability::CAP_DAC_OVERRIDE).collect();
+    caps::set(None, CapSet::Effective, &only)?;
+    caps::set(None, CapSet::Permitted, &only)?;
+    caps::clear(None, CapSet::Inheritable)?;
+    caps::securebits::set_keepcaps(false)
 }
 
 /// Reads resident, virtual and data sizes of this process (bytes).

@@ -168,6 +168,9 @@ counters! {
     config_reload_failures,
     /// Worker processes respawned after an unexpected exit.
     worker_restarts,
+    /// Log lines that could not be written (full disk, a `-M` worker's pipe to its
+    /// master full, a broken stderr); the process goes on serving.
+    log_write_failures,
 }
 
 /// Facts reported by `/stats` that are not counters.
@@ -573,6 +576,7 @@ impl Snapshot {
             ("config_reloads", self.config_reloads),
             ("config_reload_failures", self.config_reload_failures),
             ("worker_restarts", self.worker_restarts),
+            ("log_write_failures", self.log_write_failures),
         ] {
             kv(k, &v);
         }

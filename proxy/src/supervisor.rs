@@ -20,11 +20,19 @@
 //! 5. Signals: SIGTERM/SIGINT, SIGUSR1 and SIGHUP are forwarded to the workers. A worker
 //!    whose control socket reaches EOF (the master is gone) shuts down, as C's workers
 //!    exit when their parent changes.
+//! 6. Logging: a worker's stderr is a pipe to the master, which copies each line (the
+//!    worker's pid in its prefix) into its own log — the `-l` file it opened before
+//!    dropping privileges and reopens on SIGUSR1. Workers never open the file.
+//! 7. Start-up: a worker says `ready` on its control socket once it can serve. One that
+//!    exits before that is logged with its own last error line; when every worker fails
+//!    [`START_FAILURES_FATAL`] times in a row and none was ever ready, the error is a
+//!    configuration error and the master exits 1 with it (C's master would exit too,
+//!    when its first worker dies). Once a worker has been ready, exits are respawned.
 
 use std::io::{self, BufRead};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +44,7 @@ use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
+use crate::logging::LogSink;
 use crate::stats::Snapshot;
 
 /// The environment variable that marks a worker process.
@@ -87,6 +96,11 @@ pub async fn serve_control(
         return;
     };
     let (rd, mut wr) = stream.into_split();
+    // The master counts a worker as started once this line arrives (see `Master::supervise`).
+    if wr.write_all(READY_LINE).await.is_err() {
+        shutdown.cancel();
+        return;
+    }
     let mut lines = tokio::io::BufReader::new(rd).lines();
     loop {
         tokio::select! {
@@ -108,6 +122,9 @@ pub async fn serve_control(
     shutdown.cancel();
 }
 
+/// What a worker writes on its control socket once it is ready to serve.
+const READY_LINE: &[u8] = b"ready\n";
+
 /// One supervised worker slot, as seen by the stats and signal paths.
 #[derive(Default)]
 struct Slot {
@@ -128,6 +145,18 @@ pub struct Master {
     pub grace: Duration,
     /// The instance-wide replay caches, served to every worker.
     replay: Arc<Mutex<crate::net::replay_store::Caches>>,
+    /// The master's log: every worker's output (its log lines) is copied here.
+    log: LogSink,
+    /// Whether any worker has reported ready since the master started.
+    ever_ready: AtomicBool,
+}
+
+/// A freshly started worker: the process, its control socket (not yet ready), and the
+/// task copying its output into the master's log (it ends with the worker's last lines).
+struct Started {
+    child: Child,
+    control: tokio::io::BufStream<UnixStream>,
+    output: tokio::task::JoinHandle<Vec<String>>,
 }
 
 /// Respawn backoff: 1 s doubling to 30 s; reset after a worker has run for a minute.
@@ -135,6 +164,13 @@ const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const STABLE_RUN: Duration = Duration::from_secs(60);
 const STATS_TIMEOUT: Duration = Duration::from_secs(1);
+/// A worker that exits this many times in a row before reporting ready, while no worker
+/// of this master ever was ready, shows a configuration error: the master gives up.
+pub const START_FAILURES_FATAL: u32 = 3;
+/// Worker output lines kept to explain a failed start.
+const LAST_LINES: usize = 8;
+/// The longest worker output line copied in one piece.
+const OUTPUT_LINE_MAX: u64 = 64 * 1024;
 
 impl Master {
     /// A master for `workers` workers sharing `listeners`.
@@ -148,6 +184,7 @@ impl Master {
         proxy_secret: &[u8],
         config_text: String,
         grace: Duration,
+        log: LogSink,
     ) -> io::Result<Self> {
         for l in listeners {
             crate::sys::make_inheritable(l)?;
@@ -161,6 +198,8 @@ impl Master {
             restarts: AtomicI64::new(0),
             grace,
             replay: Arc::default(),
+            log,
+            ever_ready: AtomicBool::new(false),
         })
     }
 
@@ -206,7 +245,7 @@ impl Master {
         base
     }
 
-    async fn spawn_worker(&self, index: usize) -> io::Result<Child> {
+    async fn spawn_worker(&self, index: usize) -> io::Result<Started> {
         let (master_end, worker_end) = StdUnixStream::pair()?;
         crate::sys::make_inheritable(&worker_end)?;
         let (replay_master, replay_worker) = StdUnixStream::pair()?;
@@ -223,15 +262,22 @@ impl Master {
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.args(self.args.iter().skip(1))
             .env(WORKER_ENV, "1")
-            .stdin(std::process::Stdio::piped());
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         let spawned = cmd.spawn();
         drop(worker_end);
         drop(replay_worker);
         let mut child = spawned?;
+        // The worker logs to its stderr (see `LogSink::to_master`); copy it into our log.
+        let output = match child.stderr.take() {
+            Some(err) => tokio::spawn(copy_output(err, self.log.clone())),
+            None => tokio::spawn(async { Vec::new() }),
+        };
         if let Some(mut stdin) = child.stdin.take() {
             let mut text = serde_json::to_string(&boot)?;
             text.push('\n');
-            stdin.write_all(text.as_bytes()).await?;
+            // A worker that dies before reading it is seen when it is reaped.
+            let _ = stdin.write_all(text.as_bytes()).await;
         }
         master_end.set_nonblocking(true)?;
         replay_master.set_nonblocking(true)?;
@@ -242,49 +288,83 @@ impl Master {
             CancellationToken::new(),
         ));
         let control = tokio::io::BufStream::new(UnixStream::from_std(master_end)?);
-        let mut slot = lock(&self.slots[index]);
-        slot.pid = child.id();
-        slot.control = Some(Arc::new(tokio::sync::Mutex::new(control)));
+        lock(&self.slots[index]).pid = child.id();
         tracing::info!(
             worker = index,
             pid = child.id().unwrap_or(0),
             "worker started"
         );
-        Ok(child)
+        Ok(Started {
+            child,
+            control,
+            output,
+        })
     }
 
     /// Runs every worker slot until `shutdown`; then stops the workers (SIGTERM, then
     /// SIGKILL after the grace period).
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+    ///
+    /// Returns the reason when the master gave up: the workers cannot start (each failed
+    /// [`START_FAILURES_FATAL`] times in a row before any was ever ready). `shutdown` is
+    /// cancelled then.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Option<String> {
         let mut tasks = tokio::task::JoinSet::new();
         for index in 0..self.slots.len() {
             let me = self.clone();
             let stop = shutdown.clone();
             tasks.spawn(async move { me.supervise(index, stop).await });
         }
-        while tasks.join_next().await.is_some() {}
+        let mut gave_up = None;
+        while let Some(done) = tasks.join_next().await {
+            if let Ok(Some(reason)) = done {
+                shutdown.cancel();
+                gave_up.get_or_insert(reason);
+            }
+        }
+        gave_up
     }
 
-    async fn supervise(&self, index: usize, shutdown: CancellationToken) {
+    /// Starts, watches and respawns one worker slot. `Some(reason)` when it gives up.
+    async fn supervise(&self, index: usize, shutdown: CancellationToken) -> Option<String> {
         let mut backoff = BACKOFF_START;
+        let mut failed_starts = 0u32;
         loop {
             let started = tokio::time::Instant::now();
-            let mut child = match self.spawn_worker(index).await {
-                Ok(c) => c,
+            let Started {
+                mut child,
+                mut control,
+                output,
+            } = match self.spawn_worker(index).await {
+                Ok(w) => w,
                 Err(e) => {
                     tracing::error!(worker = index, error = %e, "cannot start worker");
                     if sleep_or_stop(backoff, &shutdown).await {
-                        return;
+                        return None;
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
                 }
             };
+            let ready = tokio::select! {
+                r = wait_ready(&mut control) => r,
+                () = shutdown.cancelled() => {
+                    self.stop_child(index, &mut child).await;
+                    return None;
+                }
+            };
+            if ready {
+                failed_starts = 0;
+                self.ever_ready.store(true, Ordering::Relaxed);
+                lock(&self.slots[index]).control = Some(Arc::new(tokio::sync::Mutex::new(control)));
+                tracing::info!(worker = index, "worker ready");
+            } else {
+                drop(control);
+            }
             let status = tokio::select! {
                 s = child.wait() => s,
                 () = shutdown.cancelled() => {
                     self.stop_child(index, &mut child).await;
-                    return;
+                    return None;
                 }
             };
             {
@@ -292,21 +372,46 @@ impl Master {
                 slot.pid = None;
                 slot.control = None;
             }
+            // The copy ends at the worker's EOF; bounded in case a descendant holds it.
+            let last = tokio::time::timeout(Duration::from_secs(2), output)
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
             if shutdown.is_cancelled() {
-                return;
+                return None;
             }
-            if started.elapsed() >= STABLE_RUN {
-                backoff = BACKOFF_START;
+            let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+            let said = worker_error(&last);
+            if ready {
+                if started.elapsed() >= STABLE_RUN {
+                    backoff = BACKOFF_START;
+                }
+                tracing::warn!(
+                    worker = index,
+                    status,
+                    last_output = said,
+                    respawn_in_ms = backoff.as_millis() as u64,
+                    "worker exited unexpectedly; respawning"
+                );
+            } else {
+                failed_starts += 1;
+                tracing::error!(
+                    worker = index,
+                    status,
+                    attempt = failed_starts,
+                    "worker failed to start: {said}"
+                );
+                if failed_starts >= START_FAILURES_FATAL && !self.ever_ready.load(Ordering::Relaxed)
+                {
+                    return Some(format!(
+                        "workers cannot start ({failed_starts} attempts in a row, {status}): {said}"
+                    ));
+                }
             }
             self.restarts.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(
-                worker = index,
-                status = ?status,
-                respawn_in_ms = backoff.as_millis() as u64,
-                "worker exited unexpectedly; respawning"
-            );
             if sleep_or_stop(backoff, &shutdown).await {
-                return;
+                return None;
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
@@ -330,6 +435,66 @@ impl Master {
     }
 }
 
+/// Waits for the worker's ready line; `false` when the socket closes first (the worker
+/// exited during start-up).
+async fn wait_ready(control: &mut tokio::io::BufStream<UnixStream>) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut line = Vec::new();
+    let read = (&mut *control)
+        .take(READY_LINE.len() as u64)
+        .read_until(b'\n', &mut line)
+        .await;
+    read.is_ok() && line == READY_LINE
+}
+
+/// Copies a worker's output, line by line, into the master's log; returns its last
+/// lines when the worker's end closes.
+async fn copy_output(err: tokio::process::ChildStderr, log: LogSink) -> Vec<String> {
+    use tokio::io::AsyncReadExt;
+    let mut reader = tokio::io::BufReader::new(err);
+    let mut last = std::collections::VecDeque::with_capacity(LAST_LINES);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader)
+            .take(OUTPUT_LINE_MAX)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if !line.ends_with(b"\n") {
+            line.push(b'\n');
+        }
+        log.write_line(&line);
+        if last.len() == LAST_LINES {
+            last.pop_front();
+        }
+        last.push_back(String::from_utf8_lossy(&line).trim_end().to_string());
+    }
+    last.into()
+}
+
+/// The worker's own words for why it stopped: its last error line (without the log
+/// prefix), else its last line.
+fn worker_error(last: &[String]) -> String {
+    let error = last
+        .iter()
+        .rev()
+        .find(|l| l.contains(" ERROR ") || l.contains("fatal") || l.contains("panicked"));
+    let Some(line) = error.or(last.last()) else {
+        return "(the worker said nothing)".to_string();
+    };
+    let text = line.split_once(" UTC] ").map_or(line.as_str(), |(_, t)| t);
+    let text = text
+        .strip_prefix("ERROR ")
+        .or_else(|| text.strip_prefix("WARN "))
+        .or_else(|| text.strip_prefix("INFO "))
+        .unwrap_or(text);
+    text.trim().to_string()
+}
+
 /// Sleeps for `d` unless `stop` fires first; returns whether it fired.
 async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
@@ -340,4 +505,25 @@ async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_error;
+
+    #[test]
+    fn a_workers_error_is_its_last_error_line_without_the_prefix() {
+        let last = vec![
+            "[7][2026-12-03 10:00:00.000001 UTC] INFO config_filename = 'x'".to_string(),
+            "[7][2026-12-03 10:00:00.000002 UTC] ERROR fatal: cannot open x: denied".to_string(),
+            "[7][2026-12-03 10:00:00.000003 UTC] INFO exiting".to_string(),
+        ];
+        assert_eq!(worker_error(&last), "fatal: cannot open x: denied");
+        // No error line: the last line; nothing: said so.
+        assert_eq!(worker_error(&last[..1]), "config_filename = 'x'");
+        assert_eq!(worker_error(&[]), "(the worker said nothing)");
+        // A panic message has no log prefix and is kept whole.
+        let panic = vec!["thread 'main' panicked at src/x.rs:1:1".to_string()];
+        assert_eq!(worker_error(&panic), panic[0]);
+    }
 }

@@ -17,4 +17,5 @@ mod startup;
 mod stats;
 mod support;
 mod traffic;
+mod worker_logging;
 mod workers;
