@@ -1000,6 +1000,7 @@ mod tests {
             kind: crate::workload::PhaseKind::Load,
             proxy_tag: None,
             concurrency: 1,
+            deployment: crate::workload::Deployment::Single,
             sessions: vec![crate::workload::Session {
                 id: 0,
                 transport: Transport::Padded,

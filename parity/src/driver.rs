@@ -7,7 +7,8 @@
 //! the two sides' clients receive can be compared byte for byte.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,14 +18,15 @@ use mtproxy::protocol::transport::Transport as CoreTransport;
 use tokio::sync::Semaphore;
 
 use crate::client::{self, ClientConfig, SimClient, SimError};
-use crate::dualrun::{BoxFuture, Driver, InstanceConfig, PhaseResult, SidePrep};
+use crate::dualrun::{BoxFuture, Driver, InstanceConfig, PhaseResult, SidePrep, DEPLOYED_WORKERS};
 use crate::fake_me::FakeMe;
 use crate::metrics::Recorder;
 use crate::process::ProxyProcess;
+use crate::site::DomainServer;
 use crate::transcript::{
     ClientEvent, ClientRecord, MeRecord, ProbeRecord, Reaction, SessionEnd, Side, Transport,
 };
-use crate::workload::{Phase, Probe, ProbeClass, Session};
+use crate::workload::{Deployment, Phase, Probe, ProbeClass, Session};
 
 /// How long a probe waits for the proxy's reaction.
 pub const PROBE_WAIT: Duration = Duration::from_secs(2);
@@ -33,16 +35,53 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Middle-end links that must be up before a proxy counts as ready (C's default
 /// `min_connections` for the one target every dc maps to).
 pub const READY_LINKS: usize = 4;
-/// The `-D` domain used for fake-TLS sessions.
-pub const FAKE_TLS_DOMAIN: &str = "localhost";
-
 /// The FakeMe + client-simulator driver.
 #[derive(Default)]
 pub struct SimDriver {
     mes: Mutex<HashMap<Side, Arc<FakeMe>>>,
+    /// The stand-in site behind `-D` (one for every side), started on first use.
+    site: tokio::sync::Mutex<Option<Arc<DomainServer>>>,
+}
+
+/// A loopback address of its own for the stand-in site on port 443 (the `-D` domain is
+/// this IP literal), away from the ones the fake-TLS tests pick.
+fn site_ip() -> Ipv4Addr {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    Ipv4Addr::new(
+        127,
+        100 + (std::process::id() % 100) as u8,
+        253,
+        1 + (n % 250) as u8,
+    )
 }
 
 impl SimDriver {
+    /// The stand-in site, started on first use.
+    async fn site(&self) -> anyhow::Result<Arc<DomainServer>> {
+        let mut slot = self.site.lock().await;
+        if let Some(s) = slot.as_ref() {
+            return Ok(s.clone());
+        }
+        let ip = site_ip();
+        let site = Arc::new(
+            DomainServer::start(SocketAddr::from((ip, 443)), &ip.to_string(), true)
+                .await
+                .context("the stand-in site behind -D")?,
+        );
+        *slot = Some(site.clone());
+        Ok(site)
+    }
+
+    /// The `-D` domain (the site's IP literal), when the site runs.
+    async fn domain(&self) -> Option<String> {
+        self.site
+            .lock()
+            .await
+            .as_ref()
+            .map(|s| s.addr.ip().to_string())
+    }
+
     fn me(&self, side: Side) -> anyhow::Result<Arc<FakeMe>> {
         self.mes
             .lock()
@@ -61,7 +100,12 @@ fn core_transport(t: Transport) -> CoreTransport {
     }
 }
 
-fn client_config(cfg: &InstanceConfig, session: &Session, seed: u64) -> ClientConfig {
+fn client_config(
+    cfg: &InstanceConfig,
+    session: &Session,
+    seed: u64,
+    domain: Option<&str>,
+) -> ClientConfig {
     let mut c = ClientConfig::new(core_transport(session.transport))
         .dc(session.dc)
         .seed(seed ^ u64::from(session.id).wrapping_mul(0x9e37_79b9_7f4a_7c15))
@@ -70,7 +114,13 @@ fn client_config(cfg: &InstanceConfig, session: &Session, seed: u64) -> ClientCo
         c = c.secret(*s);
     }
     if session.transport == Transport::FakeTls {
-        c = c.fake_tls(FAKE_TLS_DOMAIN, HelloShape::Chrome);
+        // Current clients' long hellos and the classic 517-byte one, alternately.
+        let shape = if session.id.is_multiple_of(2) {
+            HelloShape::LongTdlib
+        } else {
+            HelloShape::Chrome
+        };
+        c = c.fake_tls(domain.unwrap_or("localhost"), shape);
     }
     c
 }
@@ -254,6 +304,46 @@ impl SimDriver {
     }
 }
 
+impl SimDriver {
+    /// The fronting probe: a prober's plain HTTP request to a `-D` proxy must reach the
+    /// site behind the domain byte for byte ("relay").
+    async fn fronting(&self, side: Side, addr: SocketAddr, seed: u64) -> (Reaction, String) {
+        use tokio::io::AsyncWriteExt;
+        let site = match self.site().await {
+            Ok(s) => s,
+            Err(e) => return (Reaction::NotRun, format!("{e:#}")),
+        };
+        let request = format!(
+            "GET /probe-{}-{seed:x} HTTP/1.1\r\nHost: {}\r\n\r\n",
+            side.name(),
+            site.addr.ip()
+        )
+        .into_bytes();
+        let mut s = match tokio::net::TcpStream::connect(addr).await {
+            Ok(s) => s,
+            Err(e) => return (Reaction::NotRun, format!("connect: {e}")),
+        };
+        if let Err(e) = s.write_all(&request).await {
+            return (Reaction::Close, format!("write: {e}"));
+        }
+        let seen = site
+            .wait_for(PROBE_WAIT * 2, |b, _| b == request.as_slice())
+            .await;
+        drop(s);
+        if seen {
+            (
+                Reaction::Relay,
+                format!("the site received the {} bytes", request.len()),
+            )
+        } else {
+            (
+                Reaction::Silence,
+                format!("not relayed; the site saw: {}", site.summary()),
+            )
+        }
+    }
+}
+
 impl Driver for SimDriver {
     fn name(&self) -> &str {
         "fake-me+client-sim"
@@ -265,7 +355,16 @@ impl Driver for SimDriver {
         config: &'a InstanceConfig,
     ) -> BoxFuture<'a, anyhow::Result<SidePrep>> {
         Box::pin(async move {
-            let _ = config;
+            let mut extra_args = Vec::new();
+            if config.deployment == Deployment::FakeTls {
+                let site = self.site().await?;
+                extra_args.extend(["-D".to_string(), site.addr.ip().to_string()]);
+            }
+            // Every worker opens its own links (C's master too).
+            let links = match config.deployment {
+                Deployment::Workers => READY_LINKS * DEPLOYED_WORKERS as usize,
+                _ => READY_LINKS,
+            };
             let secret: Vec<u8> = {
                 use rand::RngCore;
                 let mut s = vec![0u8; 128];
@@ -288,10 +387,9 @@ impl Driver for SimDriver {
             Ok(SidePrep {
                 me_targets: targets,
                 ready: Some(Box::pin(async move {
-                    me.wait_handshakes(READY_LINKS, Duration::from_secs(15))
-                        .await
+                    me.wait_handshakes(links, Duration::from_secs(15)).await
                 })),
-                extra_args: Vec::new(),
+                extra_args,
                 proxy_secret: Some(secret),
             })
         })
@@ -312,8 +410,9 @@ impl Driver for SimDriver {
             let started = Instant::now();
             let mut tasks = tokio::task::JoinSet::new();
             let seed = phase.sessions.len() as u64;
+            let domain = self.domain().await;
             for (i, session) in phase.sessions.iter().enumerate() {
-                let cfg = client_config(config, session, seed);
+                let cfg = client_config(config, session, seed, domain.as_deref());
                 let session = session.clone();
                 let permits = permits.clone();
                 tasks.spawn(async move {
@@ -388,6 +487,15 @@ impl Driver for SimDriver {
                 if let Some(s) = config.secrets.first() {
                     cfg = cfg.secret(*s);
                 }
+                if probe.class == ProbeClass::TlsFronting {
+                    let (reaction, detail) = self.fronting(side, addr, seed).await;
+                    out.push(ProbeRecord {
+                        class: probe.class.name().to_string(),
+                        reaction,
+                        detail,
+                    });
+                    continue;
+                }
                 if let Some(me_probe) = self.me_fault(side, probe.class, addr, &cfg).await {
                     let (reaction, detail) = me_probe;
                     out.push(ProbeRecord {
@@ -411,7 +519,8 @@ impl Driver for SimDriver {
                     ProbeClass::MePing
                     | ProbeClass::MeUnknownAnswer
                     | ProbeClass::MeCloseExt
-                    | ProbeClass::MeDrop => unreachable!("handled by me_fault"),
+                    | ProbeClass::MeDrop
+                    | ProbeClass::TlsFronting => unreachable!("handled above"),
                 };
                 let (mut reaction, detail) = match observed {
                     Ok(r) => {

@@ -20,7 +20,7 @@ use crate::report::{
 };
 use crate::runtime::{Availability, Runtime};
 use crate::transcript::{ClientRecord, MeRecord, ProbeRecord, Reaction, Side};
-use crate::workload::{Phase, Probe, Workload, WorkloadSpec};
+use crate::workload::{Deployment, Phase, Probe, Workload, WorkloadSpec};
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -49,9 +49,14 @@ pub struct InstanceConfig {
     pub proxy_tag: Option<[u8; 16]>,
     /// Workers (`-M`).
     pub workers: u32,
+    /// How the instances are started ([`Deployment::Workers`] overrides `workers`).
+    pub deployment: Deployment,
     /// Group name (`canary+load`, `untagged`, `probes`).
     pub group: String,
 }
+
+/// `-M` of the [`Deployment::Workers`] instances, as operators commonly run them.
+pub const DEPLOYED_WORKERS: u32 = 2;
 
 /// What a driver prepared for one side before the proxy starts.
 pub struct SidePrep {
@@ -205,8 +210,24 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
         None => DivergenceList::load_default()?,
     };
     let spec = opts.spec();
-    let workload = Workload::generate(&spec);
+    let mut workload = Workload::generate(&spec);
     let mut warnings = Vec::new();
+    if !site_port_available() {
+        let before = workload.phases.len() + workload.probes.len();
+        workload
+            .phases
+            .retain(|p| p.deployment != Deployment::FakeTls);
+        workload
+            .probes
+            .retain(|p| p.deployment != Deployment::FakeTls);
+        if workload.phases.len() + workload.probes.len() < before {
+            warnings.push(
+                "fake_tls phase and probe skipped: the stand-in site behind -D listens on \
+                 port 443, which needs root"
+                    .into(),
+            );
+        }
+    }
     let mut reasons = Vec::new();
 
     let resolved = resolve(&opts, &mut warnings);
@@ -258,13 +279,16 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
     let mut stats: BTreeMap<Side, BTreeMap<String, String>> = BTreeMap::new();
     let mut lifecycle: BTreeMap<Side, LifecycleMetrics> = BTreeMap::new();
     let mut canary_failed = false;
+    let mut comparisons_extra: Vec<Comparison> = Vec::new();
 
     // Instance groups: consecutive phases with the same proxy tag, then a fresh group for the
     // probes (so a probe that kills a process cannot spoil the lifecycle measurements).
     let mut groups: Vec<(InstanceConfig, Vec<&Phase>)> = Vec::new();
     for phase in &workload.phases {
         match groups.last_mut() {
-            Some((cfg, phases)) if cfg.proxy_tag == phase.proxy_tag => {
+            Some((cfg, phases))
+                if cfg.proxy_tag == phase.proxy_tag && cfg.deployment == phase.deployment =>
+            {
                 cfg.group.push('+');
                 cfg.group.push_str(&phase.name);
                 phases.push(phase);
@@ -274,6 +298,7 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
                     secrets: vec![secret],
                     proxy_tag: phase.proxy_tag,
                     workers: opts.workers,
+                    deployment: phase.deployment,
                     group: phase.name.clone(),
                 },
                 vec![phase],
@@ -289,12 +314,24 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
         );
         groups.truncate(1);
     }
-    let probe_group = InstanceConfig {
-        secrets: vec![secret],
-        proxy_tag: None,
-        workers: opts.workers,
-        group: "probes".into(),
-    };
+    // One probe group per deployment the probes need (plain first).
+    let mut probe_deployments: Vec<Deployment> =
+        workload.probes.iter().map(|p| p.deployment).collect();
+    probe_deployments.sort();
+    probe_deployments.dedup();
+    let probe_groups: Vec<InstanceConfig> = probe_deployments
+        .into_iter()
+        .map(|deployment| InstanceConfig {
+            secrets: vec![secret],
+            proxy_tag: None,
+            workers: opts.workers,
+            deployment,
+            group: match deployment {
+                Deployment::Single => "probes".into(),
+                d => format!("probes-{}", d.name()),
+            },
+        })
+        .collect();
 
     for (gi, (cfg, phases)) in groups.iter().enumerate() {
         opts.say(&format!(
@@ -361,6 +398,10 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
                 }
             }
         }
+        if cfg.deployment == Deployment::Workers {
+            comparisons_extra.push(check_worker_stats(cfg, &procs).await);
+            comparisons_extra.push(check_worker_logs(cfg, &procs).await);
+        }
         if gi == 0 {
             for (side, p) in &procs {
                 match p.stats().await {
@@ -401,28 +442,36 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
     }
 
     if let Some(driver) = &driver {
-        if !canary_failed {
-            opts.say("probes");
+        for probe_group in probe_groups.iter().filter(|_| !canary_failed) {
+            let probes_here: Vec<&Probe> = workload
+                .probes
+                .iter()
+                .filter(|p| p.deployment == probe_group.deployment)
+                .collect();
+            opts.say(&format!(
+                "{}: {} probe(s)",
+                probe_group.group,
+                probes_here.len()
+            ));
             match start_group(
                 &opts,
                 &resolved,
                 Some(driver.as_ref()),
-                &probe_group,
+                probe_group,
                 &sides[..2],
             )
             .await
             {
                 Ok(procs) => {
                     for (side, p) in &procs {
-                        let probes: Vec<Probe> = workload
-                            .probes
+                        let probes: Vec<Probe> = probes_here
                             .iter()
                             .filter(|pr| *side == Side::Candidate || pr.send_to_reference)
-                            .cloned()
+                            .map(|pr| (*pr).clone())
                             .collect();
-                        match driver.run_probes(*side, &probes, &probe_group, p).await {
+                        match driver.run_probes(*side, &probes, probe_group, p).await {
                             Ok(mut recs) => {
-                                for pr in &workload.probes {
+                                for pr in &probes_here {
                                     if !recs.iter().any(|r| r.class == pr.class.name()) {
                                         recs.push(ProbeRecord {
                                             class: pr.class.name().into(),
@@ -431,16 +480,20 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
                                         });
                                     }
                                 }
-                                probe_results.insert(*side, recs);
+                                probe_results.entry(*side).or_default().extend(recs);
                             }
-                            Err(e) => reasons.push(format!("probes {}: {e:#}", side.name())),
+                            Err(e) => reasons.push(format!(
+                                "{} {}: {e:#}",
+                                probe_group.group,
+                                side.name()
+                            )),
                         }
                     }
                     for (_, p) in &procs {
                         let _ = p.stop_with_grace(Signal::SIGTERM, opts.stop_grace).await;
                     }
                 }
-                Err(e) => reasons.push(format!("probe group: {e:#}")),
+                Err(e) => reasons.push(format!("{}: {e:#}", probe_group.group)),
             }
         }
     }
@@ -520,6 +573,7 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
             sessions: phase.sessions.len(),
             requests: phase.request_count(),
             tagged: phase.proxy_tag.is_some(),
+            deployment: phase.deployment.name().into(),
             metrics,
         });
     }
@@ -538,6 +592,7 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
             },
         )),
     }
+    comparisons.append(&mut comparisons_extra);
     match (stats.get(&Side::Reference), stats.get(&Side::Candidate)) {
         (Some(r), Some(c)) => comparisons.push(compare_stats_keys(r, c)),
         _ => comparisons.push(Comparison::skipped(
@@ -693,13 +748,23 @@ async fn start_group(
             (Runtime::Docker(d), Some(_)) => PathBuf::from(&d.binary),
             _ => binary,
         };
+        let mut extra_args = prep.extra_args;
+        let workers = match cfg.deployment {
+            Deployment::Workers => {
+                let log = worker_log_path(opts, cfg, side)?;
+                extra_args.extend(["-l".to_string(), log.display().to_string()]);
+                DEPLOYED_WORKERS
+            }
+            _ => cfg.workers,
+        };
+        // `-u nobody` is the fixture's default, as in the operators' command line.
         let builder = ProxyProcess::builder(binary)
             .label(side.name())
             .secrets(&cfg.secrets)
             .maybe_proxy_tag(cfg.proxy_tag)
-            .workers(cfg.workers)
+            .workers(workers)
             .me_targets(&prep.me_targets)
-            .extra_args(prep.extra_args);
+            .extra_args(extra_args);
         let builder = match prep.proxy_secret {
             Some(secret) => builder.proxy_secret(secret),
             None => builder,
@@ -725,6 +790,159 @@ async fn start_group(
         r.with_context(|| format!("{} not ready", side.name()))?;
     }
     Ok(procs)
+}
+
+/// Whether the fake-TLS stand-in site can listen on port 443 here (root may bind it).
+fn site_port_available() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// The `-l FILE` of one side's [`Deployment::Workers`] instance: a fresh file under
+/// `out_dir/logs/` (a directory of the user running the harness; the proxies' workers
+/// run as `nobody`).
+fn worker_log_path(
+    opts: &DualrunOptions,
+    cfg: &InstanceConfig,
+    side: Side,
+) -> anyhow::Result<PathBuf> {
+    let dir = opts.out_dir.join("logs");
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let path = dir.join(format!("{}-{}.log", cfg.group, side.name()));
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("remove {}", path.display()))
+        }
+        _ => {}
+    }
+    Ok(path)
+}
+
+/// How many of a process tree's processes wrote lines (`[pid]…`) into `file`, as
+/// `all`, `none` or `k of n`.
+fn log_coverage(file: &std::path::Path, pids: &[u32]) -> String {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let wrote = pids
+        .iter()
+        .filter(|p| {
+            let tag = format!("[{p}]");
+            text.lines().any(|l| l.starts_with(&tag))
+        })
+        .count();
+    match wrote {
+        0 => "none".into(),
+        k if k == pids.len() => "all".into(),
+        k => format!("{k} of {}", pids.len()),
+    }
+}
+
+/// The `workers` deployment's log check: which processes (master and workers) wrote to
+/// `-l FILE`, then again after the file is moved away and SIGUSR1 is sent (logrotate).
+async fn check_worker_logs(cfg: &InstanceConfig, procs: &[(Side, ProxyProcess)]) -> Comparison {
+    const KIND: &str = "lifecycle";
+    let mut values: BTreeMap<Side, String> = BTreeMap::new();
+    for (side, p) in procs {
+        let Some(file) = p
+            .args()
+            .iter()
+            .position(|a| a == "-l")
+            .and_then(|i| p.args().get(i + 1))
+            .map(PathBuf::from)
+        else {
+            continue;
+        };
+        let mut pids = vec![p.pid()];
+        pids.extend(crate::process::child_pids(p.pid()));
+        let before = log_coverage(&file, &pids);
+        let _ = std::fs::rename(&file, file.with_extension("log.1"));
+        let after = match p.signal(Signal::SIGUSR1) {
+            Ok(()) => {
+                // Bounded: every process should have written its "log reopened" line.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                loop {
+                    let c = log_coverage(&file, &pids);
+                    if c == "all" || tokio::time::Instant::now() >= deadline {
+                        break c;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            Err(e) => format!("SIGUSR1 failed: {e}"),
+        };
+        values.insert(
+            *side,
+            format!(
+                "{before}; after SIGUSR1: {after} ({} processes)",
+                pids.len()
+            ),
+        );
+    }
+    let (Some(r), Some(c)) = (values.get(&Side::Reference), values.get(&Side::Candidate)) else {
+        return Comparison::skipped(KIND, Some(&cfg.group), "log files not checked");
+    };
+    let diffs = if r == c {
+        Vec::new()
+    } else {
+        vec![crate::compare::Difference::new(
+            KIND,
+            Some(&cfg.group),
+            "workers_log_file",
+            "log_file",
+            r.clone(),
+            c.clone(),
+        )]
+    };
+    Comparison::new(KIND, Some(&cfg.group), 1, diffs).details(
+        "processes (master and workers) that wrote to -l FILE, then to a new FILE after a \
+         rotation and SIGUSR1",
+    )
+}
+
+/// `/stats` keys whose values show how a `-M` instance is put together; compared in the
+/// `workers` deployment (the other values depend on timing).
+const WORKER_STATS_KEYS: [&str; 4] = [
+    "workers",
+    "ready_outbound_connections",
+    "active_outbound_connections",
+    "total_ready_targets",
+];
+
+/// The `workers` deployment's `/stats`: every key of the reference exists on the candidate,
+/// and the keys that show the process structure have the same values.
+async fn check_worker_stats(cfg: &InstanceConfig, procs: &[(Side, ProxyProcess)]) -> Comparison {
+    let mut stats = BTreeMap::new();
+    for (side, p) in procs {
+        if let Ok(s) = p.stats().await {
+            stats.insert(*side, s);
+        }
+    }
+    let (Some(r), Some(c)) = (stats.get(&Side::Reference), stats.get(&Side::Candidate)) else {
+        return Comparison::skipped("stats", Some(&cfg.group), "/stats not read from both sides");
+    };
+    let keys = compare_stats_keys(r, c);
+    let mut diffs = keys.differences;
+    for k in WORKER_STATS_KEYS {
+        let (a, b) = (r.get(k), c.get(k));
+        if a != b {
+            diffs.push(crate::compare::Difference::new(
+                "stats",
+                Some(&cfg.group),
+                k,
+                "value",
+                a.map_or("missing", String::as_str),
+                b.map_or("missing", String::as_str),
+            ));
+        }
+    }
+    Comparison::new(
+        "stats",
+        Some(&cfg.group),
+        (r.len() + WORKER_STATS_KEYS.len()) as u64,
+        diffs,
+    )
+    .details(
+        "every /stats key of the reference exists on the candidate; the -M structure's \
+         values (workers, middle-end links, ready targets) are equal",
+    )
 }
 
 /// The client secret both sides run with, derived from the seed.

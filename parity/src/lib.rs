@@ -29,5 +29,6 @@ pub mod metrics;
 pub mod process;
 pub mod report;
 pub mod runtime;
+pub mod site;
 pub mod transcript;
 pub mod workload;

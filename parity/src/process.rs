@@ -679,6 +679,26 @@ impl Drop for ProxyProcess {
     }
 }
 
+/// The pids of `pid`'s child processes (every thread's `/proc/<pid>/task/*/children`
+/// list: a process may fork from any of its threads; empty when it is gone).
+pub fn child_pids(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Version of a binary: the first `mtproxy-…` token line of `--help` (C prints it on the
 /// second usage line), else the first line of `--version`.
 pub async fn probe_version(binary: &Path) -> Option<String> {

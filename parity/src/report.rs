@@ -96,6 +96,9 @@ pub struct PhaseReport {
     pub requests: usize,
     /// Proxy tag set for the phase.
     pub tagged: bool,
+    /// How the instances were started (`single`, `workers`, `fake_tls`).
+    #[serde(default)]
+    pub deployment: String,
     /// Metrics per side (`reference`, `candidate`, optionally `baseline`).
     pub metrics: BTreeMap<String, PhaseMetrics>,
 }
@@ -242,11 +245,16 @@ impl Report {
         for p in &self.phases {
             let _ = writeln!(
                 s,
-                "  phase {} ({} sessions, {} requests{}):",
+                "  phase {} ({} sessions, {} requests{}{}):",
                 p.name,
                 p.sessions,
                 p.requests,
-                if p.tagged { ", tagged" } else { "" }
+                if p.tagged { ", tagged" } else { "" },
+                match p.deployment.as_str() {
+                    "workers" => ", -M 2 -u nobody -l FILE",
+                    "fake_tls" => ", -D with ee clients",
+                    _ => "",
+                }
             );
             for (side, m) in &p.metrics {
                 let _ = writeln!(

@@ -85,6 +85,37 @@ pub enum PhaseKind {
     Load,
     /// A smaller mixed load against instances started without `-P`.
     Untagged,
+    /// A mixed load against instances deployed as operators run workers
+    /// ([`Deployment::Workers`]).
+    Workers,
+    /// Fake-TLS clients against `-D` instances ([`Deployment::FakeTls`]).
+    FakeTls,
+}
+
+/// How the instances of a phase (or of a probe) are started: the same way on every side.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Deployment {
+    /// One process, the harness's plain command line (`-M` as the run's options say).
+    #[default]
+    Single,
+    /// As operators run workers: `-M 2 -u nobody -l FILE`.
+    Workers,
+    /// Fake TLS: `-D` naming a local stand-in site ([`crate::site`]); only `ee` clients.
+    FakeTls,
+}
+
+impl Deployment {
+    /// snake_case name, as in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Deployment::Single => "single",
+            Deployment::Workers => "workers",
+            Deployment::FakeTls => "fake_tls",
+        }
+    }
 }
 
 /// A phase: sessions run against one proxy configuration.
@@ -99,6 +130,9 @@ pub struct Phase {
     pub proxy_tag: Option<[u8; 16]>,
     /// How many sessions may run at once.
     pub concurrency: usize,
+    /// How the instances are started.
+    #[serde(default)]
+    pub deployment: Deployment,
     /// Sessions.
     pub sessions: Vec<Session>,
 }
@@ -142,6 +176,9 @@ pub enum ProbeClass {
     /// The middle end drops every link: pinned clients are closed, and the proxy
     /// reconnects (the probe waits for the links to come back before going on).
     MeDrop,
+    /// `-D` instances: a prober's plain HTTP request must be relayed byte for byte to the
+    /// site behind the domain ("relay" once the site received exactly those bytes).
+    TlsFronting,
     /// Padded transport, frame length 1..3: aborts the C process (§4.3). Sent to the reference
     /// only when the run explicitly tests that crash.
     ShortPaddedFrame,
@@ -149,7 +186,7 @@ pub enum ProbeClass {
 
 impl ProbeClass {
     /// All classes, in the order they run (the crash probe last).
-    pub const ALL: [ProbeClass; 9] = [
+    pub const ALL: [ProbeClass; 10] = [
         ProbeClass::WrongSecret,
         ProbeClass::Garbage,
         ProbeClass::Oversize,
@@ -158,6 +195,7 @@ impl ProbeClass {
         ProbeClass::MeUnknownAnswer,
         ProbeClass::MeCloseExt,
         ProbeClass::MeDrop,
+        ProbeClass::TlsFronting,
         ProbeClass::ShortPaddedFrame,
     ];
 
@@ -172,6 +210,7 @@ impl ProbeClass {
             ProbeClass::MeUnknownAnswer => "me_unknown_answer",
             ProbeClass::MeCloseExt => "me_close_ext",
             ProbeClass::MeDrop => "me_drop",
+            ProbeClass::TlsFronting => "tls_fronting",
             ProbeClass::ShortPaddedFrame => "short_padded_frame",
         }
     }
@@ -181,8 +220,18 @@ impl ProbeClass {
         match self {
             ProbeClass::WrongSecret | ProbeClass::Garbage | ProbeClass::Http => Reaction::Silence,
             ProbeClass::Oversize | ProbeClass::MeCloseExt | ProbeClass::MeDrop => Reaction::Close,
-            ProbeClass::MePing | ProbeClass::MeUnknownAnswer => Reaction::Relay,
+            ProbeClass::MePing | ProbeClass::MeUnknownAnswer | ProbeClass::TlsFronting => {
+                Reaction::Relay
+            }
             ProbeClass::ShortPaddedFrame => Reaction::Crash,
+        }
+    }
+
+    /// The deployment whose instances this probe needs.
+    pub fn deployment(self) -> Deployment {
+        match self {
+            ProbeClass::TlsFronting => Deployment::FakeTls,
+            _ => Deployment::Single,
         }
     }
 
@@ -206,6 +255,9 @@ pub struct Probe {
     pub expect_candidate: Reaction,
     /// Whether to send it to the reference at all (false for the crash probe unless asked).
     pub send_to_reference: bool,
+    /// The instances it runs against.
+    #[serde(default)]
+    pub deployment: Deployment,
     /// Seeded bytes the probe uses (random header / garbage), so both sides get the same.
     #[serde(with = "crate::transcript::hex_bytes")]
     pub bytes: Vec<u8>,
@@ -226,8 +278,16 @@ pub struct WorkloadSpec {
     pub max_packets_per_session: usize,
     /// Concurrency of load phases.
     pub concurrency: usize,
-    /// Whether to include fake-TLS sessions (needs `-D` instances; off until fake-TLS lands).
+    /// Whether to mix fake-TLS sessions into the single-process phases too (needs `-D`
+    /// there; off: fake TLS has its own phase, see `fake_tls_requests`).
     pub fake_tls: bool,
+    /// Requests in the `workers` phase (`-M 2 -u nobody -l FILE`; 0 drops the phase).
+    #[serde(default)]
+    pub workers_requests: usize,
+    /// Requests in the `fake_tls` phase (`-D`, `ee` clients with long and short
+    /// ClientHellos; 0 drops the phase and the fronting probe).
+    #[serde(default)]
+    pub fake_tls_requests: usize,
     /// Whether the crash probe is sent to the reference.
     pub test_reference_crash: bool,
 }
@@ -242,6 +302,8 @@ impl Default for WorkloadSpec {
             max_packets_per_session: 40,
             concurrency: 32,
             fake_tls: false,
+            workers_requests: 2_000,
+            fake_tls_requests: 1_000,
             test_reference_crash: false,
         }
     }
@@ -273,6 +335,16 @@ impl WorkloadSpec {
     /// Set the load concurrency.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
+        self
+    }
+    /// Set the `workers` phase's request count (0 drops the phase).
+    pub fn workers_requests(mut self, n: usize) -> Self {
+        self.workers_requests = n;
+        self
+    }
+    /// Set the `fake_tls` phase's request count (0 drops the phase and its probe).
+    pub fn fake_tls_requests(mut self, n: usize) -> Self {
+        self.fake_tls_requests = n;
         self
     }
     /// Include fake-TLS sessions.
@@ -343,6 +415,7 @@ impl Workload {
             kind: PhaseKind::Canary,
             proxy_tag: Some(DEFAULT_PROXY_TAG),
             concurrency: spec.concurrency.clamp(1, 4),
+            deployment: Deployment::Single,
             sessions: canary,
         }];
         let load = mixed_sessions(
@@ -357,6 +430,7 @@ impl Workload {
             kind: PhaseKind::Load,
             proxy_tag: Some(DEFAULT_PROXY_TAG),
             concurrency: spec.concurrency,
+            deployment: Deployment::Single,
             sessions: load,
         });
         if spec.untagged_requests > 0 {
@@ -372,12 +446,52 @@ impl Workload {
                 kind: PhaseKind::Untagged,
                 proxy_tag: None,
                 concurrency: spec.concurrency,
+                deployment: Deployment::Single,
                 sessions: untagged,
+            });
+        }
+        if spec.workers_requests > 0 {
+            let sessions = mixed_sessions(
+                &mut rng,
+                &mut next_id,
+                spec,
+                &[
+                    Transport::Abridged,
+                    Transport::Intermediate,
+                    Transport::Padded,
+                ],
+                spec.workers_requests,
+            );
+            phases.push(Phase {
+                name: "workers".into(),
+                kind: PhaseKind::Workers,
+                proxy_tag: Some(DEFAULT_PROXY_TAG),
+                concurrency: spec.concurrency,
+                deployment: Deployment::Workers,
+                sessions,
+            });
+        }
+        if spec.fake_tls_requests > 0 {
+            let sessions = mixed_sessions(
+                &mut rng,
+                &mut next_id,
+                spec,
+                &[Transport::FakeTls],
+                spec.fake_tls_requests,
+            );
+            phases.push(Phase {
+                name: "fake_tls".into(),
+                kind: PhaseKind::FakeTls,
+                proxy_tag: Some(DEFAULT_PROXY_TAG),
+                concurrency: spec.concurrency,
+                deployment: Deployment::FakeTls,
+                sessions,
             });
         }
 
         let probes = ProbeClass::ALL
             .iter()
+            .filter(|c| c.deployment() != Deployment::FakeTls || spec.fake_tls_requests > 0)
             .map(|&class| {
                 let mut bytes = vec![0u8; 64];
                 rng.fill_bytes(&mut bytes);
@@ -387,6 +501,7 @@ impl Workload {
                     expect_candidate: class.candidate_reaction(),
                     send_to_reference: class != ProbeClass::ShortPaddedFrame
                         || spec.test_reference_crash,
+                    deployment: class.deployment(),
                     bytes,
                 }
             })
@@ -577,8 +692,20 @@ mod tests {
         let mut classes = std::collections::HashSet::new();
         let mut transports = std::collections::HashSet::new();
         let mut qa = [false; 2];
-        for s in w.phases.iter().flat_map(|p| p.sessions.iter()) {
+        for (phase, s) in w
+            .phases
+            .iter()
+            .flat_map(|p| p.sessions.iter().map(move |s| (p, s)))
+        {
             classes.insert(s.dc_class);
+            // Only the fake-TLS deployment has fake-TLS clients, and only those.
+            assert_eq!(
+                s.transport == Transport::FakeTls,
+                phase.deployment == Deployment::FakeTls,
+                "{} session {}",
+                phase.name,
+                s.id
+            );
             transports.insert(s.transport);
             for p in &s.packets {
                 qa[p.quick_ack as usize] = true;
@@ -608,8 +735,37 @@ mod tests {
             }
         }
         assert_eq!(classes.len(), 3);
-        assert_eq!(transports.len(), 3);
+        assert_eq!(transports.len(), 4);
         assert!(qa[0] && qa[1]);
+    }
+
+    #[test]
+    fn deployment_phases_and_the_fronting_probe_follow_the_spec() {
+        let w = WorkloadSpec::new(3).load_requests(100).generate();
+        let workers = w.phase("workers").expect("workers phase");
+        assert_eq!(workers.deployment, Deployment::Workers);
+        assert_eq!(workers.request_count(), 2_000);
+        let tls = w.phase("fake_tls").expect("fake_tls phase");
+        assert_eq!(tls.deployment, Deployment::FakeTls);
+        assert_eq!(tls.request_count(), 1_000);
+        let fronting = w
+            .probes
+            .iter()
+            .find(|p| p.class == ProbeClass::TlsFronting)
+            .expect("fronting probe");
+        assert_eq!(fronting.deployment, Deployment::FakeTls);
+        assert_eq!(fronting.expect_reference, Reaction::Relay);
+        // Zero requests drop the phase, and with fake TLS its probe.
+        let none = WorkloadSpec::new(3)
+            .load_requests(100)
+            .workers_requests(0)
+            .fake_tls_requests(0)
+            .generate();
+        assert!(none.phase("workers").is_none() && none.phase("fake_tls").is_none());
+        assert!(none
+            .probes
+            .iter()
+            .all(|p| p.deployment == Deployment::Single));
     }
 
     #[test]

@@ -28,6 +28,8 @@ fn options(candidate: &Path, reference: Option<&Path>, out: &Path) -> DualrunOpt
         WorkloadSpec::new(7)
             .load_requests(400)
             .untagged_requests(120)
+            .workers_requests(160)
+            .fake_tls_requests(120)
             .canary_sessions(4),
     );
     o.noise_baseline = false;
@@ -50,6 +52,47 @@ async fn self_mode_report_passes_and_says_it_is_self() {
         "warnings: {:?}",
         report.warnings
     );
+    // The deployment phases ran: workers as operators run them, and fake TLS (its
+    // stand-in site needs port 443, so only as root; otherwise the report says so).
+    let phase = |name: &str| report.phases.iter().find(|p| p.name == name);
+    let served = |name: &str| {
+        phase(name)
+            .and_then(|p| p.metrics.get("candidate"))
+            .map_or(0, |m| m.succeeded)
+    };
+    assert_eq!(
+        phase("workers").map(|p| p.deployment.as_str()),
+        Some("workers")
+    );
+    assert_eq!(
+        served("workers"),
+        160,
+        "every workers-phase request answered"
+    );
+    let workers_log = report
+        .comparisons
+        .iter()
+        .find(|c| c.name == "workers/lifecycle")
+        .expect("the workers log check");
+    assert!(
+        workers_log.pass && workers_log.checked == 1,
+        "{workers_log:?}"
+    );
+    if nix::unistd::Uid::effective().is_root() {
+        assert_eq!(served("fake_tls"), 120, "every fake-TLS request answered");
+        let fronting = report
+            .comparisons
+            .iter()
+            .find(|c| c.kind == "probe")
+            .expect("probe comparison");
+        assert!(fronting.pass, "{fronting:?}");
+    } else {
+        assert!(
+            report.warnings.iter().any(|w| w.contains("fake_tls phase")),
+            "warnings: {:?}",
+            report.warnings
+        );
+    }
     let written = Report::read(&out.join("dualrun-report.json")).expect("report written");
     assert_eq!(written.verdict.pass, report.verdict.pass);
     assert!(out.join("latency.svg").exists());

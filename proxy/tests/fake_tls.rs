@@ -9,10 +9,8 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mtproxy::protocol::crypto::hmac_sha256;
@@ -25,12 +23,12 @@ use mtproxy::protocol::transport::Transport;
 use parity::client::{encrypted_message, ClientConfig, SimClient};
 use parity::fake_me::FakeMe;
 use parity::process::ProxyProcess;
+use parity::site::DomainServer;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
-use tokio_rustls::rustls;
 
 const CANDIDATE: &str = env!("CARGO_BIN_EXE_mtproto-proxy");
 const SECRET: [u8; 16] = [
@@ -76,192 +74,6 @@ fn fresh_ip() -> Ipv4Addr {
         (n / 250) as u8,
         1 + (n % 250) as u8,
     )
-}
-
-// ---------------------------------------------------------------------------------------
-// The stand-in domain: records every byte each connection sends, serves TLS 1.3.
-
-#[derive(Debug, Default)]
-struct Conn {
-    bytes: Mutex<Vec<u8>>,
-    done: AtomicBool,
-}
-
-impl Conn {
-    fn bytes(&self) -> Vec<u8> {
-        self.bytes.lock().unwrap().clone()
-    }
-}
-
-/// A socket that appends every byte read to its [`Conn`].
-struct Tee {
-    inner: TcpStream,
-    log: Arc<Conn>,
-}
-
-impl AsyncRead for Tee {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let me = self.get_mut();
-        let before = buf.filled().len();
-        let r = Pin::new(&mut me.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &r {
-            me.log
-                .bytes
-                .lock()
-                .unwrap()
-                .extend_from_slice(&buf.filled()[before..]);
-        }
-        r
-    }
-}
-
-impl AsyncWrite for Tee {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-struct DomainServer {
-    addr: SocketAddr,
-    conns: Arc<Mutex<Vec<Arc<Conn>>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for DomainServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn tls_acceptor(name: &str) -> tokio_rustls::TlsAcceptor {
-    // ECDSA P-256 (C's probe offers no Ed25519): the signature's DER length varies by a
-    // few bytes, so the first encrypted record does too, as on many real sites.
-    let ck = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
-        ck.signing_key.serialize_der(),
-    ));
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![ck.cert.der().clone()], key)
-        .unwrap();
-    tokio_rustls::TlsAcceptor::from(Arc::new(config))
-}
-
-impl DomainServer {
-    /// Listens on `addr`; serves TLS 1.3 for `name` when `tls`, else only records.
-    async fn start(addr: SocketAddr, name: &str, tls: bool) -> Self {
-        let listener = TcpListener::bind(addr)
-            .await
-            .expect("bind the stand-in domain");
-        let acceptor = tls.then(|| tls_acceptor(name));
-        let conns: Arc<Mutex<Vec<Arc<Conn>>>> = Arc::default();
-        let list = conns.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                let conn = Arc::new(Conn::default());
-                list.lock().unwrap().push(conn.clone());
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(30),
-                        serve_conn(s, conn.clone(), acceptor),
-                    )
-                    .await;
-                    conn.done.store(true, Ordering::SeqCst);
-                });
-            }
-        });
-        Self { addr, conns, task }
-    }
-
-    fn conns(&self) -> Vec<Arc<Conn>> {
-        self.conns.lock().unwrap().clone()
-    }
-
-    /// Waits until some connection satisfies `pred(bytes, finished)`.
-    async fn wait_for(&self, wait: Duration, pred: impl Fn(&[u8], bool) -> bool) -> bool {
-        let deadline = Instant::now() + wait;
-        loop {
-            if self
-                .conns()
-                .iter()
-                .any(|c| pred(&c.bytes(), c.done.load(Ordering::SeqCst)))
-            {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits until a finished connection received exactly `expected`.
-    async fn received_exactly(&self, expected: &[u8]) -> bool {
-        self.wait_for(WAIT, |b, done| done && b == expected).await
-    }
-
-    /// What each connection received: length, first bytes, finished.
-    fn summary(&self) -> String {
-        self.conns()
-            .iter()
-            .map(|c| {
-                let b = c.bytes();
-                format!(
-                    "{} bytes {} done={}",
-                    b.len(),
-                    hex::encode(&b[..b.len().min(8)]),
-                    c.done.load(Ordering::SeqCst)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-}
-
-async fn serve_conn(s: TcpStream, conn: Arc<Conn>, acceptor: Option<tokio_rustls::TlsAcceptor>) {
-    let tee = Tee {
-        inner: s,
-        log: conn,
-    };
-    let mut raw = match acceptor {
-        Some(acc) => match acc.accept(tee).into_fallible().await {
-            Ok(mut tls) => {
-                let mut b = [0u8; 4096];
-                while let Ok(n) = tls.read(&mut b).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-                tls.into_inner().0
-            }
-            Err((_, io)) => io,
-        },
-        None => tee,
-    };
-    let mut b = [0u8; 4096];
-    while let Ok(n) = raw.read(&mut b).await {
-        if n == 0 {
-            break;
-        }
-    }
 }
 
 /// What the domain's real TLS server looks like, probed by the core's own probe functions.
@@ -337,18 +149,27 @@ impl Rig {
         let domain = if opts.no_domain || opts.domain_name.is_some() || opts.no_fake_tls {
             None
         } else {
-            Some(DomainServer::start(SocketAddr::from((domain_ip, 443)), &name, true).await)
+            Some(
+                DomainServer::start(SocketAddr::from((domain_ip, 443)), &name, true)
+                    .await
+                    .expect("the stand-in domain"),
+            )
         };
         let second = if opts.second_domain {
             let ip = fresh_ip();
-            let server =
-                DomainServer::start(SocketAddr::from((ip, 443)), &ip.to_string(), true).await;
+            let server = DomainServer::start(SocketAddr::from((ip, 443)), &ip.to_string(), true)
+                .await
+                .expect("the stand-in domain");
             Some((ip.to_string(), server))
         } else {
             None
         };
         let port_80 = if opts.port_80 {
-            Some(DomainServer::start(SocketAddr::from((domain_ip, 80)), &name, false).await)
+            Some(
+                DomainServer::start(SocketAddr::from((domain_ip, 80)), &name, false)
+                    .await
+                    .expect("the stand-in domain"),
+            )
         } else {
             None
         };
@@ -448,7 +269,7 @@ async fn relayed_to(rig: &Rig, site: &DomainServer, bytes: &[u8], what: &str) ->
     let mut back = Vec::new();
     let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut back)).await;
     assert!(
-        site.received_exactly(bytes).await,
+        site.received_exactly(bytes, WAIT).await,
         "{}",
         rig.ctx(&format!(
             "{what}: the domain did not get exactly the client's bytes"
@@ -788,7 +609,7 @@ async fn a_connection_without_a_full_hello_is_relayed_after_10_s() {
         );
         s.shutdown().await.unwrap();
         assert!(
-            rig.domain().received_exactly(&rec).await,
+            rig.domain().received_exactly(&rec, WAIT).await,
             "{}",
             rig.ctx("the relay did not end with exactly the client's bytes")
         );
@@ -860,7 +681,9 @@ async fn start_up_does_not_wait_for_the_probe_and_the_refresh_learns_the_domain(
     let size = c.server_hello().unwrap().app_data_len;
     assert!((2499..=3620).contains(&size), "fallback size {size}");
     // The domain comes up; a refresh learns it.
-    let domain = DomainServer::start(SocketAddr::from((rig.domain_ip, 443)), &rig.name, true).await;
+    let domain = DomainServer::start(SocketAddr::from((rig.domain_ip, 443)), &rig.name, true)
+        .await
+        .expect("the stand-in domain");
     let profile = learn_profile(domain.addr, &rig.name).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut seed = 10;
