@@ -236,3 +236,41 @@ async fn workers_that_cannot_start_stop_the_master() {
         "each failed start should be logged with the worker's error:\n{text}"
     );
 }
+
+/// A log that cannot be written (`-l /dev/full`: every write fails with ENOSPC) never
+/// stops the service: clients are served, the failures are counted in `/stats`
+/// `log_write_failures`, and stderr says so (candidate only: C writes nothing to FILE
+/// before SIGUSR1).
+#[tokio::test]
+async fn an_unwritable_log_is_counted_and_never_stops_the_service() {
+    let target = Target::candidate();
+    let rig = Rig::start(
+        &target,
+        Setup {
+            workers: WORKERS as u32,
+            handshakes_per_me: LINKS_PER_TARGET * WORKERS,
+            extra_args: vec!["-l".into(), "/dev/full".into()],
+            ..Setup::default()
+        },
+    )
+    .await
+    .expect("-M 2 -l /dev/full starts");
+    clients_echo(&rig, 500).await.expect("clients served");
+    let s = rig
+        .wait_stats("log_write_failures > 0", WAIT, |s| {
+            crate::support::num(s, "log_write_failures").is_ok_and(|v| v > 0)
+        })
+        .await
+        .expect("failures counted");
+    let _ = s;
+    let said = poll("the failure said on stderr", WAIT, || {
+        rig.proxy
+            .log_lines()
+            .iter()
+            .any(|l| l.line.contains("cannot write to log file /dev/full"))
+            .then_some(())
+    })
+    .await;
+    assert!(said.is_ok(), "{}", rig.proxy.log_tail(20));
+    rig.alive().expect("still running");
+}
