@@ -117,6 +117,25 @@ impl DomainServer {
     /// # Errors
     /// When `addr` cannot be bound (port 443 needs root) or TLS cannot be set up.
     pub async fn start(addr: SocketAddr, name: &str, tls: bool) -> anyhow::Result<Self> {
+        Self::start_with(addr, name, tls, false).await
+    }
+
+    /// Like [`start`](Self::start) with TLS, but a connection that does not speak TLS is
+    /// closed by the site as soon as its first bytes arrived (a site hanging up on a
+    /// prober), for the half-open fronting drill.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub async fn start_closing(addr: SocketAddr, name: &str) -> anyhow::Result<Self> {
+        Self::start_with(addr, name, true, true).await
+    }
+
+    async fn start_with(
+        addr: SocketAddr,
+        name: &str,
+        tls: bool,
+        close_plain: bool,
+    ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot bind the stand-in site at {addr}: {e}"))?;
@@ -129,9 +148,11 @@ impl DomainServer {
                 lock(&list).push(conn.clone());
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let _ =
-                        tokio::time::timeout(CONN_LIFETIME, serve_conn(s, conn.clone(), acceptor))
-                            .await;
+                    let _ = tokio::time::timeout(
+                        CONN_LIFETIME,
+                        serve_conn(s, conn.clone(), acceptor, close_plain),
+                    )
+                    .await;
                     conn.done.store(true, Ordering::SeqCst);
                 });
             }
@@ -181,7 +202,12 @@ impl DomainServer {
     }
 }
 
-async fn serve_conn(s: TcpStream, conn: Arc<Conn>, acceptor: Option<tokio_rustls::TlsAcceptor>) {
+async fn serve_conn(
+    s: TcpStream,
+    conn: Arc<Conn>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    close_plain: bool,
+) {
     let tee = Tee {
         inner: s,
         log: conn,
@@ -197,6 +223,7 @@ async fn serve_conn(s: TcpStream, conn: Arc<Conn>, acceptor: Option<tokio_rustls
                 }
                 tls.into_inner().0
             }
+            Err(_) if close_plain => return,
             Err((_, io)) => io,
         },
         None => tee,

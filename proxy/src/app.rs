@@ -246,6 +246,8 @@ impl App {
             bind_address: o.address.map(IpAddr::V4),
             drain_grace: net::DRAIN_GRACE,
             planted_flag_xor: planted_flag_xor(),
+            planted_fd_leak: cfg!(debug_assertions)
+                && std::env::var_os("MTPROXY_TEST_LEAK_FD").is_some(),
         }
     }
 

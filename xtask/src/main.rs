@@ -7,6 +7,9 @@
 //! * `bench` — the candidate against the C build on loopback (throughput, connection
 //!   rate, latency, idle memory and CPU, start-up); writes `artifacts/bench/bench-report.json`
 //!   and `bench.svg`.
+//! * `drill` — soak, descriptor, memory and fault drills against the candidate and the C
+//!   build; writes `artifacts/drills/drills-report.json` and `drills.svg` (exit 1 when
+//!   the candidate FAILs a drill).
 //! * `tidy` — the source checks that also run as tests under `cargo test` (the protocol
 //!   core stays sans-IO; every crate root forbids unsafe code).
 //!
@@ -23,6 +26,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod drill;
 mod dualrun;
 mod tidy;
 mod time;
@@ -45,6 +49,8 @@ enum Command {
     Bench(bench::Bench),
     /// Replay every vector family and write artifacts/vectors/vectors-report.json.
     Vectors(vectors::Vectors),
+    /// Run the soak, descriptor, memory and fault drills and write artifacts/drills/.
+    Drill(drill::Drill),
     /// Run the source checks (also run as tests by `cargo test`).
     Tidy(tidy::Tidy),
 }
@@ -55,6 +61,7 @@ impl Command {
             Command::Dualrun(cmd) => cmd.run(),
             Command::Bench(cmd) => cmd.run(),
             Command::Vectors(cmd) => cmd.run(),
+            Command::Drill(cmd) => cmd.run(),
             Command::Tidy(cmd) => cmd.run(),
         }
     }

@@ -74,6 +74,10 @@ pub struct Settings {
     /// prove it catches a divergence. Set from `MTPROXY_TEST_PLANT_FLAGS` in debug builds
     /// only; always 0 in release builds.
     pub planted_flag_xor: u32,
+    /// Test-only regression: keep a duplicate of every accepted socket's descriptor for
+    /// the listener's life (a descriptor leak per connection), so the drills can prove
+    /// they catch one. Set from `MTPROXY_TEST_LEAK_FD` in debug builds only.
+    pub planted_fd_leak: bool,
 }
 
 /// C holds a pre-authentication connection forever; we close it after this long.
@@ -222,6 +226,7 @@ async fn accept_loop(
 ) {
     let mut backoff = Duration::from_millis(5);
     let mut tuning = listener::AcceptTuning::default();
+    let mut leaked: Vec<std::os::fd::OwnedFd> = Vec::new();
     let bound = listener
         .local_addr()
         .ok()
@@ -258,6 +263,12 @@ async fn accept_loop(
                 .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
         };
         tuning.apply(&stream, shared.settings.window_clamp);
+        if shared.settings.planted_fd_leak {
+            use std::os::fd::AsFd;
+            if let Ok(fd) = stream.as_fd().try_clone_to_owned() {
+                leaked.push(fd);
+            }
+        }
         let shared2 = shared.clone();
         let cancel = client::ClientCancel {
             draining: shutdown.clone(),
