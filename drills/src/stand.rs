@@ -30,9 +30,6 @@ pub struct StandOpts {
     pub max_connections: u32,
     /// Extra proxy arguments.
     pub extra_args: Vec<String>,
-    /// Middle ends refusing connections from the start (by index); the stand does not
-    /// wait for their links.
-    pub refusing: Vec<usize>,
 }
 
 impl Default for StandOpts {
@@ -41,7 +38,6 @@ impl Default for StandOpts {
             mes: 1,
             max_connections: 4096,
             extra_args: Vec::new(),
-            refusing: Vec::new(),
         }
     }
 }
@@ -64,23 +60,23 @@ impl Stand {
         let mut proxy_secret = vec![0u8; 128];
         rand::thread_rng().fill_bytes(&mut proxy_secret);
         let mut mes = Vec::new();
-        for i in 0..opts.mes.max(1) {
-            let me = FakeMe::builder()
-                .secret(proxy_secret.clone())
-                .spawn()
-                .await?;
-            me.set_refuse(opts.refusing.contains(&i));
-            mes.push(me);
+        for _ in 0..opts.mes.max(1) {
+            mes.push(
+                FakeMe::builder()
+                    .secret(proxy_secret.clone())
+                    .spawn()
+                    .await?,
+            );
         }
         let mut routes = Vec::new();
         for dc in 1..=5i16 {
-            let me = if dc == 4 && mes.len() > 1 {
-                &mes[1]
+            let addr = if dc == 4 && mes.len() > 1 {
+                mes[1].addr()
             } else {
-                &mes[0]
+                mes[0].addr()
             };
-            routes.push((dc, me.addr()));
-            routes.push((-dc, me.addr()));
+            routes.push((dc, addr));
+            routes.push((-dc, addr));
         }
         let mut b = ProxyProcess::builder(&target.binary)
             .label(target.label.clone())
@@ -95,12 +91,10 @@ impl Stand {
         }
         let proxy = b.spawn().await?;
         proxy.wait_ready(READY).await?;
-        for (i, me) in mes.iter().enumerate() {
-            if !opts.refusing.contains(&i) {
-                me.wait_handshakes(LINKS, READY)
-                    .await
-                    .with_context(|| proxy.log_tail(20))?;
-            }
+        for me in &mes {
+            me.wait_handshakes(LINKS, READY)
+                .await
+                .with_context(|| proxy.log_tail(20))?;
         }
         Ok(Stand { mes, proxy })
     }

@@ -89,7 +89,7 @@ async fn every_drill_runs_at_its_tiny_scale_and_the_report_matches_its_schema() 
         );
     }
     // What this build holds today; slowloris, stalled_reader and fronting_half_open are
-    // the hardening issue's and are reported as they stand.
+    // the hardening issue's and are reported as they stand (FAIL today).
     let verdict = |name: &str| {
         report
             .drills
@@ -107,8 +107,13 @@ async fn every_drill_runs_at_its_tiny_scale_and_the_report_matches_its_schema() 
         "garbage_flood",
         "burst",
     ] {
+        // WARN (RSS above its relative bound) is reported, not gated.
         let (v, why) = verdict(name);
-        assert_eq!(v, Verdict::Pass, "{name}: {why}");
+        assert!(
+            matches!(v, Verdict::Pass | Verdict::Warn),
+            "{name}: {} — {why}",
+            v.as_str()
+        );
     }
     let soak = report.drills.iter().find(|d| d.name == "soak").unwrap();
     assert!(
