@@ -159,10 +159,15 @@ fn fmt_num(v: f64) -> String {
 
 /// Estimated seconds of one drill on one side (for "remaining").
 fn estimate(name: &str, s: &Settings) -> f64 {
-    if name == "soak" {
-        return s.soak.as_secs_f64() + 3.0;
+    let p = |t, q, f| s.scale.pick(t, q, f);
+    match name {
+        "soak" => s.soak.as_secs_f64() + 3.0,
+        // Its time bound, plus sending the unread requests.
+        "stalled_reader" => p(20.0, 100.0, 180.0),
+        "me_stall" => p(8.0, 35.0, 60.0),
+        "fronting_half_open" => p(12.0, 15.0, 20.0),
+        _ => p(3.0, 10.0, 30.0),
     }
-    s.scale.pick(4.0, 20.0, 60.0)
 }
 
 fn clock(secs: f64) -> String {
@@ -388,7 +393,7 @@ pub fn svg(r: &DrillsReport) -> String {
     let _ = writeln!(s, r##"<rect width="100%" height="100%" fill="white"/>"##);
     let _ = writeln!(
         s,
-        r##"<text x="20" y="28" font-size="18" font-weight="bold">Drills: {} ({:?}, {} cpus) — {}</text>"##,
+        r##"<text x="20" y="28" font-size="18" font-weight="bold">Drills: {}</text><text x="20" y="46" font-size="12">{:?} scale, {} cpus, {}</text>"##,
         esc(&r.verdict),
         r.scale,
         r.host.cpus,
@@ -396,7 +401,7 @@ pub fn svg(r: &DrillsReport) -> String {
     );
     let _ = writeln!(
         s,
-        r##"<text x="20" y="48" font-size="12"><tspan fill="{CAND}">candidate</tspan> {}   <tspan fill="{REFC}">reference</tspan> {}</text>"##,
+        r##"<text x="20" y="64" font-size="12"><tspan fill="{CAND}">candidate</tspan> {}   <tspan fill="{REFC}">reference</tspan> {}</text>"##,
         esc(r.candidate.version.as_deref().unwrap_or(&r.candidate.path)),
         esc(r
             .reference

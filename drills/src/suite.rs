@@ -3,7 +3,7 @@
 //! everything runs on loopback.
 
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -168,6 +168,71 @@ fn verdict(fail: bool) -> Verdict {
     }
 }
 
+/// Descriptors and RSS before a load and once settled after it: the judgement the
+/// churn-like drills share. A leaked descriptor or an unserved client FAILs; RSS above
+/// baseline × 1.10 WARNs (allocator high-water marks and bounded caches — the port's
+/// obfuscated2 replay cache keeps an entry per header, at most 2^18 — move a small
+/// process past a relative bound without a leak).
+struct Settled {
+    base_fds: u64,
+    base_rss: u64,
+    fds: u64,
+    rss: u64,
+}
+
+impl Settled {
+    /// Waits (bounded) for the descriptors to come back to `base_fds` and RSS to settle.
+    async fn after(pid: u32, base_fds: u64, base_rss: u64, fd_wait: Duration) -> Self {
+        let fds = fds_down_to(pid, base_fds, fd_wait).await;
+        let rss = settled_rss(pid, Duration::from_secs(10)).await;
+        Self {
+            base_fds,
+            base_rss,
+            fds,
+            rss,
+        }
+    }
+
+    fn rss_bound(&self) -> u64 {
+        self.base_rss + self.base_rss / 10
+    }
+
+    fn verdict(&self, served: bool) -> Verdict {
+        if !served || self.fds > self.base_fds {
+            Verdict::Fail
+        } else if self.rss > self.rss_bound() {
+            Verdict::Warn
+        } else {
+            Verdict::Pass
+        }
+    }
+
+    fn threshold(&self, served: &str) -> String {
+        format!(
+            "descriptors ≤ baseline {} and {served} (else FAIL); RSS ≤ baseline × 1.10 = {:.2} MiB (else WARN)",
+            self.base_fds,
+            mib(self.rss_bound())
+        )
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "descriptors {} → {}; RSS {:.2} → {:.2} MiB",
+            self.base_fds,
+            self.fds,
+            mib(self.base_rss),
+            mib(self.rss)
+        )
+    }
+
+    fn figures(&self) -> [Figure; 2] {
+        [
+            Figure::new("rss_delta_mib", mib(self.rss) - mib(self.base_rss), "MiB"),
+            Figure::new("fd_delta", self.fds as f64 - self.base_fds as f64, "count"),
+        ]
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 
 async fn fd_churn(t: Target, s: Settings) -> anyhow::Result<Outcome> {
@@ -192,30 +257,15 @@ async fn fd_churn(t: Target, s: Settings) -> anyhow::Result<Outcome> {
     })
     .await;
     st.forget_records();
-    let fds = fds_down_to(pid, base_fds, Duration::from_secs(10)).await;
-    let rss = settled_rss(pid, Duration::from_secs(10)).await;
-    let rss_bound = base_rss + base_rss / 10;
-    let v = if failed > 0 || fds > base_fds {
-        Verdict::Fail
-    } else if rss > rss_bound {
-        Verdict::Warn
-    } else {
-        Verdict::Pass
-    };
+    let after = Settled::after(pid, base_fds, base_rss, Duration::from_secs(10)).await;
+    let mut figures = after.figures().to_vec();
+    figures.push(Figure::new("cycles", cycles as f64, "count"));
+    figures.push(Figure::new("failed_cycles", failed as f64, "count"));
     Ok(Outcome::new(
-        v,
-        format!("descriptors ≤ baseline {base_fds} and every cycle served (else FAIL); RSS ≤ baseline × 1.10 = {:.2} MiB (else WARN)", mib(rss_bound)),
-        format!(
-            "{cycles} cycles, {failed} failed; descriptors {base_fds} → {fds}; RSS {:.2} → {:.2} MiB",
-            mib(base_rss),
-            mib(rss)
-        ),
-        vec![
-            Figure::new("fd_delta", fds as f64 - base_fds as f64, "count"),
-            Figure::new("rss_delta_mib", mib(rss) - mib(base_rss), "MiB"),
-            Figure::new("cycles", cycles as f64, "count"),
-            Figure::new("failed_cycles", failed as f64, "count"),
-        ],
+        after.verdict(failed == 0),
+        after.threshold("every cycle served"),
+        format!("{cycles} cycles, {failed} failed; {}", after.describe()),
+        figures,
     ))
 }
 
@@ -715,31 +765,19 @@ async fn garbage_flood(t: Target, s: Settings) -> anyhow::Result<Outcome> {
     let base_fds = fds_down_to(pid, 0, Duration::from_secs(2)).await;
     let base_rss = settled_rss(pid, Duration::from_secs(5)).await;
     let refused = many(n, 64, move |i| junk(100_000 + i)).await;
-    let fds = fds_down_to(pid, base_fds, Duration::from_secs(15)).await;
-    let rss = settled_rss(pid, Duration::from_secs(10)).await;
-    let served = round_trip(addr, 2, Duration::from_secs(5)).await;
-    let rss_bound = base_rss + base_rss / 10;
-    let v = if fds > base_fds || served.is_err() {
-        Verdict::Fail
-    } else if rss > rss_bound {
-        Verdict::Warn
-    } else {
-        Verdict::Pass
-    };
+    let after = Settled::after(pid, base_fds, base_rss, Duration::from_secs(15)).await;
+    let served = round_trip(addr, 2, Duration::from_secs(5)).await.is_ok();
+    let mut figures = after.figures().to_vec();
+    figures.push(Figure::new("junk_connections", n as f64, "count"));
     Ok(Outcome::new(
-        v,
-        format!("descriptors ≤ baseline {base_fds} and a legitimate client served (else FAIL); RSS ≤ baseline × 1.10 = {:.2} MiB (else WARN)", mib(rss_bound)),
+        after.verdict(served),
+        after.threshold("a legitimate client served"),
         format!(
-            "{n} junk connections ({refused} failed to connect); descriptors {base_fds} → {fds}; RSS {:.2} → {:.2} MiB; legitimate client {}",
-            mib(base_rss),
-            mib(rss),
-            if served.is_ok() { "served" } else { "not served" }
+            "{n} junk connections ({refused} failed to connect); {}; legitimate client {}",
+            after.describe(),
+            if served { "served" } else { "not served" }
         ),
-        vec![
-            Figure::new("fd_delta", fds as f64 - base_fds as f64, "count"),
-            Figure::new("rss_delta_mib", mib(rss) - mib(base_rss), "MiB"),
-            Figure::new("junk_connections", n as f64, "count"),
-        ],
+        figures,
     ))
 }
 
@@ -879,22 +917,10 @@ async fn stalled_reader(t: Target, s: Settings) -> anyhow::Result<Outcome> {
     ))
 }
 
-/// A loopback address of its own for the stand-in site on port 443, away from the ones
-/// the tests and the dual-run pick.
-fn site_ip() -> Ipv4Addr {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    Ipv4Addr::new(
-        127,
-        100 + (std::process::id() % 100) as u8,
-        252,
-        1 + (n % 250) as u8,
-    )
-}
-
 async fn fronting_half_open(t: Target, s: Settings) -> anyhow::Result<Outcome> {
     let n = s.scale.pick(10, 100, 300);
-    let ip = site_ip();
+    // Block 252: away from the dual-run's stand-in sites (253) and the tests'.
+    let ip = parity::site::loopback_ip(252);
     let site =
         parity::site::DomainServer::start_closing(SocketAddr::from((ip, 443)), &ip.to_string())
             .await?;

@@ -7,8 +7,7 @@
 //! the two sides' clients receive can be compared byte for byte.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,19 +42,6 @@ pub struct SimDriver {
     site: tokio::sync::Mutex<Option<Arc<DomainServer>>>,
 }
 
-/// A loopback address of its own for the stand-in site on port 443 (the `-D` domain is
-/// this IP literal), away from the ones the fake-TLS tests pick.
-fn site_ip() -> Ipv4Addr {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    Ipv4Addr::new(
-        127,
-        100 + (std::process::id() % 100) as u8,
-        253,
-        1 + (n % 250) as u8,
-    )
-}
-
 impl SimDriver {
     /// The stand-in site, started on first use.
     async fn site(&self) -> anyhow::Result<Arc<DomainServer>> {
@@ -63,7 +49,7 @@ impl SimDriver {
         if let Some(s) = slot.as_ref() {
             return Ok(s.clone());
         }
-        let ip = site_ip();
+        let ip = crate::site::loopback_ip(253);
         let site = Arc::new(
             DomainServer::start(SocketAddr::from((ip, 443)), &ip.to_string(), true)
                 .await

@@ -1099,24 +1099,11 @@ mod tests {
         }
     }
 
-    /// Validate a written report against `artifacts/dualrun/schema.json` (Python jsonschema).
+    /// Validate a written report against `artifacts/dualrun/schema.json`.
     fn assert_valid_against_schema(report: &std::path::Path) {
         let schema =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../artifacts/dualrun/schema.json");
-        let out = std::process::Command::new("python3")
-            .args([
-                "-c",
-                "import json,sys,jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))",
-            ])
-            .arg(report)
-            .arg(schema)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::report::validate_against_schema(report, &schema).unwrap();
     }
 
     fn out_dir(name: &str) -> PathBuf {

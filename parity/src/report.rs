@@ -485,6 +485,31 @@ pub fn latency_svg(report: &Report) -> String {
     s
 }
 
+/// Validates a JSON report against a JSON Schema file with Python's `jsonschema` (the
+/// tests of every report writer use it; `python3` with `jsonschema` must be installed).
+///
+/// # Errors
+/// When Python cannot run, or with the validator's message when the report does not
+/// match.
+pub fn validate_against_schema(report: &Path, schema: &Path) -> anyhow::Result<()> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json,sys,jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))",
+        ])
+        .arg(report)
+        .arg(schema)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{} does not match {}: {}",
+        report.display(),
+        schema.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

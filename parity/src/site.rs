@@ -17,6 +17,20 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::rustls;
 
+/// A loopback address for a stand-in site on port 443: `127.<100 + pid % 100>.<block>.n`,
+/// a new `n` on every call, so concurrent harness processes and the callers sharing one
+/// process (each with its own `block`) never share a `:443`.
+pub fn loopback_ip(block: u8) -> std::net::Ipv4Addr {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    std::net::Ipv4Addr::new(
+        127,
+        100 + (std::process::id() % 100) as u8,
+        block,
+        1 + (n % 250) as u8,
+    )
+}
+
 /// How long the site keeps one connection before it closes it.
 const CONN_LIFETIME: Duration = Duration::from_secs(30);
 

@@ -31,24 +31,12 @@ fn options(target: Target, only: &[&str], out: &Path) -> RunOptions {
     }
 }
 
-/// Validates a written report against `artifacts/drills/schema.json` (Python jsonschema,
-/// as for the dual-run report).
+/// Validates a written report against `artifacts/drills/schema.json`.
 fn assert_valid_against_schema(report: &Path) {
     let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("../artifacts/drills/schema.json");
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import json,sys,jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))",
-        ])
-        .arg(report)
-        .arg(schema)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if let Err(e) = parity::report::validate_against_schema(report, &schema) {
+        panic!("{e:#}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
