@@ -17,6 +17,18 @@ pub fn sample(pid: u32, since: Instant) -> Sample {
     }
 }
 
+/// One sample of several processes, summed (a deployment of more than one instance).
+pub fn sample_all(pids: &[u32], since: Instant) -> Sample {
+    pids.iter()
+        .map(|p| sample(*p, since))
+        .fold(Sample::default(), |a, b| Sample {
+            t_s: b.t_s,
+            rss_bytes: a.rss_bytes + b.rss_bytes,
+            fds: a.fds + b.fds,
+            threads: a.threads + b.threads,
+        })
+}
+
 /// Open descriptors of `pid`.
 pub fn fds(pid: u32) -> u64 {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64)

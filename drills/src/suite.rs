@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use mtproxy::protocol::fake_tls::HelloShape;
 use mtproxy::protocol::transport::Transport;
 use parity::client::{encrypted_message, expected_confirm, SimClient};
 use rand::rngs::StdRng;
@@ -54,7 +55,7 @@ pub const ALL: [Drill; 10] = [
     },
     Drill {
         name: "soak",
-        rule: "mixed traffic (abridged, intermediate, padded; quick acks; reconnecting clients) for the soak's length: no answer lost or corrupted, RSS flat over the second half",
+        rule: "mixed traffic (abridged, intermediate, padded; fake TLS against a second, -D instance; quick acks; reconnecting clients) for the soak's length: no answer lost or corrupted, RSS (both instances) flat over the second half",
         run: |t, s| Box::pin(soak(t, s)),
         needs_root: false,
     },
@@ -340,7 +341,15 @@ struct SoakCounts {
     sessions: AtomicU64,
 }
 
-async fn soak_loop(addr: SocketAddr, seed: u64, until: Instant, counts: Arc<SoakCounts>) {
+/// One soak client loop: sessions of 1..20 requests, then a reconnect; obfuscated2 over
+/// the three transports, or fake TLS for `tls_domain` (long and short ClientHellos).
+async fn soak_loop(
+    addr: SocketAddr,
+    seed: u64,
+    until: Instant,
+    counts: Arc<SoakCounts>,
+    tls_domain: Option<String>,
+) {
     let mut rng = StdRng::seed_from_u64(seed);
     let transports = [
         Transport::Abridged,
@@ -351,12 +360,20 @@ async fn soak_loop(addr: SocketAddr, seed: u64, until: Instant, counts: Arc<Soak
     while Instant::now() < until {
         session += 1;
         counts.sessions.fetch_add(1, Ordering::Relaxed);
-        let cfg = client(
+        let mut cfg = client(
             transports[(session % 3) as usize],
             [2i16, -2, 4][(session % 3) as usize],
             seed.wrapping_mul(1_000_003).wrapping_add(session),
             Duration::from_secs(10),
         );
+        if let Some(domain) = &tls_domain {
+            let shape = if session.is_multiple_of(2) {
+                HelloShape::LongTdlib
+            } else {
+                HelloShape::Chrome
+            };
+            cfg = cfg.fake_tls(domain.clone(), shape);
+        }
         let mut c = match SimClient::connect(addr, cfg).await {
             Ok(c) => c,
             Err(_) => {
@@ -395,24 +412,81 @@ async fn soak_loop(addr: SocketAddr, seed: u64, until: Instant, counts: Arc<Soak
 async fn soak(t: Target, s: Settings) -> anyhow::Result<Outcome> {
     let loops = s.scale.pick(4, 16, 24);
     let st = Stand::start(&t, StandOpts::default()).await?;
-    let (addr, pid) = (st.addr(), st.pid());
+    let addr = st.addr();
+    // Fake TLS needs `-D`, whose instance serves nothing else: a second instance, with a
+    // stand-in site on port 443 (root only; otherwise the soak says it ran without).
+    let tls = if nix::unistd::Uid::effective().is_root() {
+        // Block 251: away from the other drills' and the dual-run's sites.
+        let ip = parity::site::loopback_ip(251);
+        let site =
+            parity::site::DomainServer::start(SocketAddr::from((ip, 443)), &ip.to_string(), true)
+                .await?;
+        let st = Stand::start(
+            &t,
+            StandOpts {
+                extra_args: vec!["-D".into(), ip.to_string()],
+                ..StandOpts::default()
+            },
+        )
+        .await?;
+        Some((site, st, ip.to_string()))
+    } else {
+        None
+    };
+    let pids: Vec<u32> = std::iter::once(st.pid())
+        .chain(tls.as_ref().map(|(_, t, _)| t.pid()))
+        .collect();
     let start = Instant::now();
     let until = start + s.soak;
     let counts = Arc::new(SoakCounts::default());
+    let tls_counts = Arc::new(SoakCounts::default());
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..loops {
-        tasks.spawn(soak_loop(addr, 7_000 + i as u64, until, counts.clone()));
+        tasks.spawn(soak_loop(
+            addr,
+            7_000 + i as u64,
+            until,
+            counts.clone(),
+            None,
+        ));
     }
-    let mut series = vec![proc::sample(pid, start)];
+    if let Some((_, tls_stand, domain)) = &tls {
+        for i in 0..(loops / 4).max(1) {
+            tasks.spawn(soak_loop(
+                tls_stand.addr(),
+                8_000 + i as u64,
+                until,
+                tls_counts.clone(),
+                Some(domain.clone()),
+            ));
+        }
+    }
+    let mut series = vec![proc::sample_all(&pids, start)];
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     while Instant::now() < until {
         tick.tick().await;
-        series.push(proc::sample(pid, start));
+        series.push(proc::sample_all(&pids, start));
         st.forget_records();
+        if let Some((_, t, _)) = &tls {
+            t.forget_records();
+        }
     }
     while tasks.join_next().await.is_some() {}
-    series.push(proc::sample(pid, start));
+    series.push(proc::sample_all(&pids, start));
+    let tls_answers = tls_counts.answers.load(Ordering::Relaxed);
+    counts.answers.fetch_add(tls_answers, Ordering::Relaxed);
+    counts
+        .lost
+        .fetch_add(tls_counts.lost.load(Ordering::Relaxed), Ordering::Relaxed);
+    counts.corrupted.fetch_add(
+        tls_counts.corrupted.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+    counts.sessions.fetch_add(
+        tls_counts.sessions.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
     let secs = s.soak.as_secs_f64();
     let slope = rss_slope_per_min(&series, secs / 2.0);
     let lost = counts.lost.load(Ordering::Relaxed);
@@ -435,8 +509,9 @@ async fn soak(t: Target, s: Settings) -> anyhow::Result<Outcome> {
             if judged { "" } else { "; slope not judged under 60 s" }
         ),
         format!(
-            "{:.0} s, {answers} answers in {} sessions, {lost} lost, {corrupted} corrupted; RSS slope {:.1} KiB/min, end {:.2} MiB",
+            "{:.0} s, {answers} answers ({tls_answers} fake TLS{}) in {} sessions, {lost} lost, {corrupted} corrupted; RSS slope {:.1} KiB/min, end {:.2} MiB",
             secs,
+            if tls.is_some() { "" } else { ": not root, no -D instance" },
             counts.sessions.load(Ordering::Relaxed),
             slope / 1024.0,
             mib(rss_end)
@@ -444,6 +519,7 @@ async fn soak(t: Target, s: Settings) -> anyhow::Result<Outcome> {
         vec![
             Figure::new("rss_slope_kib_per_min", (slope / 1024.0 * 10.0).round() / 10.0, "KiB/min"),
             Figure::new("answers", answers as f64, "count"),
+            Figure::new("tls_answers", tls_answers as f64, "count"),
             Figure::new("lost", lost as f64, "count"),
             Figure::new("corrupted", corrupted as f64, "count"),
             Figure::new("rss_end_mib", mib(rss_end), "MiB"),
