@@ -59,6 +59,20 @@ pub async fn fds_down_to(pid: u32, target: u64, wait: Duration) -> u64 {
     }
 }
 
+/// Polls the descriptor count until it has not fallen for 300 ms (connections that just
+/// ended are gone), for at most `wait`; returns the last count.
+pub async fn settled_fds(pid: u32, wait: Duration) -> u64 {
+    let deadline = Instant::now() + wait;
+    let (mut last, mut steady) = (fds(pid), 0);
+    while steady < 3 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = fds(pid);
+        steady = if now < last { 0 } else { steady + 1 };
+        last = now.min(last);
+    }
+    last
+}
+
 /// Polls RSS until it stops falling (two readings 500 ms apart within 1 %) or `wait`
 /// passes; returns the last reading. The proxy gives no event for "done freeing memory".
 pub async fn settled_rss(pid: u32, wait: Duration) -> u64 {

@@ -249,7 +249,7 @@ async fn fd_churn(t: Target, s: Settings) -> anyhow::Result<Outcome> {
     })
     .await;
     anyhow::ensure!(warm == 0, "{warm} warm-up round trips failed");
-    let base_fds = proc::fds(pid);
+    let base_fds = proc::settled_fds(pid, Duration::from_secs(5)).await;
     let base_rss = settled_rss(pid, Duration::from_secs(5)).await;
     let failed = many(cycles, 32, |i| async move {
         round_trip(addr, 1_000 + i as u64, Duration::from_secs(10))
@@ -281,7 +281,7 @@ async fn idle_scale(t: Target, s: Settings) -> anyhow::Result<Outcome> {
     )
     .await?;
     let (addr, pid) = (st.addr(), st.pid());
-    let base_fds = proc::fds(pid);
+    let base_fds = proc::settled_fds(pid, Duration::from_secs(5)).await;
     let base_rss = settled_rss(pid, Duration::from_secs(5)).await;
     let held = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
     let failed = {
@@ -838,7 +838,7 @@ async fn garbage_flood(t: Target, s: Settings) -> anyhow::Result<Outcome> {
     // The baseline is the proxy after a first flood a tenth the size, at the same
     // concurrency, once its connections are gone.
     let _ = many((n / 10).max(64), 64, junk).await;
-    let base_fds = fds_down_to(pid, 0, Duration::from_secs(2)).await;
+    let base_fds = proc::settled_fds(pid, Duration::from_secs(5)).await;
     let base_rss = settled_rss(pid, Duration::from_secs(5)).await;
     let refused = many(n, 64, move |i| junk(100_000 + i)).await;
     let after = Settled::after(pid, base_fds, base_rss, Duration::from_secs(15)).await;
@@ -910,7 +910,7 @@ async fn stalled_reader(t: Target, s: Settings) -> anyhow::Result<Outcome> {
     );
     let st = Stand::start(&t, StandOpts::default()).await?;
     let (addr, pid) = (st.addr(), st.pid());
-    let base_fds = proc::fds(pid);
+    let base_fds = proc::settled_fds(pid, Duration::from_secs(5)).await;
     let base_rss = settled_rss(pid, Duration::from_secs(5)).await;
     // Each stalled client asks for `packets` × 512 KiB of answers and never reads them.
     let mut stalled = Vec::new();
@@ -1009,7 +1009,7 @@ async fn fronting_half_open(t: Target, s: Settings) -> anyhow::Result<Outcome> {
     )
     .await?;
     let (addr, pid) = (st.addr(), st.pid());
-    let base_fds = proc::fds(pid);
+    let base_fds = proc::settled_fds(pid, Duration::from_secs(5)).await;
     let mut held = Vec::new();
     for i in 0..n {
         let mut sock = TcpStream::connect(addr).await?;

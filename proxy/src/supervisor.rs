@@ -24,9 +24,9 @@
 //!    worker's pid in its prefix) into its own log — the `-l` file it opened before
 //!    dropping privileges and reopens on SIGUSR1. Workers never open the file.
 //! 7. Start-up: a worker says `ready` on its control socket once it can serve. One that
-//!    exits before that is logged with its own last error line; when every worker fails
-//!    [`START_FAILURES_FATAL`] times in a row and none was ever ready, the error is a
-//!    configuration error and the master exits 1 with it (C's master would exit too,
+//!    exits before that is logged with its own last error line; when a worker fails
+//!    [`START_FAILURES_FATAL`] times in a row and no worker was ever ready, the error is
+//!    a configuration error and the master exits 1 with it (C's master would exit too,
 //!    when its first worker dies). Once a worker has been ready, exits are respawned.
 
 use std::io::{self, BufRead};
@@ -304,8 +304,8 @@ impl Master {
     /// Runs every worker slot until `shutdown`; then stops the workers (SIGTERM, then
     /// SIGKILL after the grace period).
     ///
-    /// Returns the reason when the master gave up: the workers cannot start (each failed
-    /// [`START_FAILURES_FATAL`] times in a row before any was ever ready). `shutdown` is
+    /// Returns the reason when the master gave up: the workers cannot start (one failed
+    /// [`START_FAILURES_FATAL`] times in a row and none was ever ready). `shutdown` is
     /// cancelled then.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Option<String> {
         let mut tasks = tokio::task::JoinSet::new();
