@@ -336,6 +336,8 @@ async fn idle_scale(t: Target, s: Settings) -> anyhow::Result<Outcome> {
 #[derive(Default)]
 struct SoakCounts {
     answers: AtomicU64,
+    /// Of `answers`, those of fake-TLS clients.
+    tls_answers: AtomicU64,
     lost: AtomicU64,
     corrupted: AtomicU64,
     sessions: AtomicU64,
@@ -394,6 +396,9 @@ async fn soak_loop(
                         && (!qa || x.quick_ack == Some(expected_confirm(&p))) =>
                 {
                     counts.answers.fetch_add(1, Ordering::Relaxed);
+                    if tls_domain.is_some() {
+                        counts.tls_answers.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
                 Ok(_) => {
                     counts.corrupted.fetch_add(1, Ordering::Relaxed);
@@ -439,7 +444,6 @@ async fn soak(t: Target, s: Settings) -> anyhow::Result<Outcome> {
     let start = Instant::now();
     let until = start + s.soak;
     let counts = Arc::new(SoakCounts::default());
-    let tls_counts = Arc::new(SoakCounts::default());
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..loops {
         tasks.spawn(soak_loop(
@@ -456,7 +460,7 @@ async fn soak(t: Target, s: Settings) -> anyhow::Result<Outcome> {
                 tls_stand.addr(),
                 8_000 + i as u64,
                 until,
-                tls_counts.clone(),
+                counts.clone(),
                 Some(domain.clone()),
             ));
         }
@@ -474,19 +478,7 @@ async fn soak(t: Target, s: Settings) -> anyhow::Result<Outcome> {
     }
     while tasks.join_next().await.is_some() {}
     series.push(proc::sample_all(&pids, start));
-    let tls_answers = tls_counts.answers.load(Ordering::Relaxed);
-    counts.answers.fetch_add(tls_answers, Ordering::Relaxed);
-    counts
-        .lost
-        .fetch_add(tls_counts.lost.load(Ordering::Relaxed), Ordering::Relaxed);
-    counts.corrupted.fetch_add(
-        tls_counts.corrupted.load(Ordering::Relaxed),
-        Ordering::Relaxed,
-    );
-    counts.sessions.fetch_add(
-        tls_counts.sessions.load(Ordering::Relaxed),
-        Ordering::Relaxed,
-    );
+    let tls_answers = counts.tls_answers.load(Ordering::Relaxed);
     let secs = s.soak.as_secs_f64();
     let slope = rss_slope_per_min(&series, secs / 2.0);
     let lost = counts.lost.load(Ordering::Relaxed);

@@ -95,6 +95,11 @@ pub fn drop_privileges(
     setuid(pw.uid).map_err(|e| format!("failed to assume identity of user {name}: {e}"))?;
     if keep {
         if let Err(e) = keep_only_dac_override() {
+            // Keep-caps left the whole permitted set: never run on with it.
+            caps::clear(None, caps::CapSet::Effective)
+                .and_then(|()| caps::clear(None, caps::CapSet::Permitted))
+                .and_then(|()| caps::securebits::set_keepcaps(false))
+                .map_err(|e| format!("cannot drop the capabilities kept across setuid: {e}"))?;
             tracing::warn!(error = %e, "cannot keep CAP_DAC_OVERRIDE: SIGUSR1 may fail to recreate the log file");
         }
     }
