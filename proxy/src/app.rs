@@ -16,12 +16,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::cli::{Options, PortSpec};
 use crate::config::multi_conf::{parse_multi_conf, MultiConf};
 use crate::config::secret::{ProxySecret, DEFAULT_PWD_FILE};
+use crate::handover::{self, Inherited, Takeover};
 use crate::logging::LogSink;
 use crate::net::fake_tls::FakeTlsState;
 use crate::net::listener::{self, ListenSpec};
 use crate::net::me_pool::MePool;
 use crate::net::replay_store::ReplayStore;
-use crate::net::{self, domain_probe, stats_http, Settings, Shared};
+use crate::net::{self, domain_probe, stats_http, Gates, Settings, Shared};
 use crate::protocol::obfuscated2::AcceptPolicy;
 use crate::protocol::rpc::handshake::ProcessId;
 use crate::stats::{Info, Snapshot};
@@ -244,10 +245,10 @@ impl App {
                 utime: self.start_time as i32,
             },
             bind_address: o.address.map(IpAddr::V4),
-            drain_grace: net::DRAIN_GRACE,
+            drain_grace: o.drain_timeout,
             planted_flag_xor: planted_flag_xor(),
-            planted_fd_leak: cfg!(debug_assertions)
-                && std::env::var_os("MTPROXY_TEST_LEAK_FD").is_some(),
+            planted_fd_leak: planted_switch("MTPROXY_TEST_LEAK_FD"),
+            planted_handover_cut: planted_switch("MTPROXY_TEST_HANDOVER_CUT"),
         }
     }
 
@@ -315,7 +316,55 @@ impl App {
             max_connections = limit.max_connections,
             "open file limit"
         );
-        // Listening sockets: inherited by a worker, bound by everyone else.
+        // Listening sockets: inherited by a worker; else taken over from a running proxy
+        // (`--handover-socket`) or from systemd (`LISTEN_FDS`), and bound where not.
+        let mut takeover = None;
+        let mut inherited = Inherited::default();
+        if self.worker.is_none() {
+            if let Some(path) = &o.handover_socket {
+                match handover::take_over(std::path::Path::new(path)) {
+                    Ok(Some((t, inh))) => {
+                        tracing::info!(
+                            old_pid = t.old_pid,
+                            "handover: took the listening sockets over from the running proxy"
+                        );
+                        if planted_switch("MTPROXY_TEST_HANDOVER_DIE") {
+                            return Err(Fatal::one("fatal: planted failure after taking the sockets (MTPROXY_TEST_HANDOVER_DIE)"));
+                        }
+                        takeover = Some(t);
+                        inherited = inh;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        return Err(Fatal::one(format!(
+                            "fatal: handover from the proxy serving {path} failed: {e}"
+                        )))
+                    }
+                }
+            }
+            if takeover.is_none() {
+                let from_systemd = handover::systemd_listeners();
+                if !from_systemd.is_empty() {
+                    tracing::info!(
+                        sockets = from_systemd.len(),
+                        "listening sockets from systemd (LISTEN_FDS)"
+                    );
+                }
+                let stats_ports: Vec<i32> = match (o.http_stats, o.port) {
+                    (true, Some(PortSpec::Port(p))) => vec![p],
+                    (true, Some(PortSpec::Range(s, e))) => (s..=e).collect(),
+                    _ => Vec::new(),
+                };
+                for (addr, fd) in from_systemd {
+                    let port = addr.port();
+                    if stats_ports.contains(&i32::from(port)) && !o.http_ports.contains(&port) {
+                        inherited.stats = Some((addr, fd));
+                    } else {
+                        inherited.client.push((addr, fd));
+                    }
+                }
+            }
+        }
         let std_listeners = match &self.worker {
             Some(w) => w
                 .listen_fds
@@ -323,12 +372,29 @@ impl App {
                 .map(|fd| crate::sys::adopt_inherited_fd(*fd).map(std::net::TcpListener::from))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| Fatal::one(format!("fatal: inherited listening socket: {e}")))?,
-            None => self.bind_client_ports()?,
+            None => self.bind_client_ports(&mut inherited)?,
+        };
+        let handover_listener = match (&self.worker, &o.handover_socket) {
+            (None, Some(path)) => Some(match inherited.handover.take() {
+                Some(fd) => std::os::unix::net::UnixListener::from(fd),
+                None => handover::bind(std::path::Path::new(path)).map_err(|e| {
+                    Fatal::one(format!("fatal: cannot create handover socket {path}: {e}"))
+                })?,
+            }),
+            _ => None,
         };
         let shutdown = self.shutdown.clone();
         let is_master = self.worker.is_none() && o.workers > 0;
         if is_master {
-            return self.run_master(std_listeners, shutdown).await;
+            return self
+                .run_master(
+                    std_listeners,
+                    inherited,
+                    takeover,
+                    handover_listener,
+                    shutdown,
+                )
+                .await;
         }
         let listen_addrs: Vec<SocketAddr> = std_listeners
             .iter()
@@ -363,10 +429,13 @@ impl App {
             std::sync::atomic::Ordering::Relaxed,
         );
         let stats_listener = if self.worker.is_none() {
-            self.bind_stats().await?
+            self.bind_stats(&mut inherited).await?
         } else {
             None
         };
+        let offer = handover_listener
+            .as_ref()
+            .map(|h| offer_of(&std_listeners, stats_listener.as_ref(), h));
         self.drop_privileges(false)?;
         let conf = lock(&self.config).conf.clone();
         MePool::apply(&shared, conf, &self.links);
@@ -375,6 +444,31 @@ impl App {
             .map(tokio::net::TcpListener::from_std)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Fatal::one(format!("fatal: listening socket: {e}")))?;
+        let gates = match &self.worker {
+            Some(w) if w.hold => Gates {
+                shutdown: shutdown.clone(),
+                go: CancellationToken::new(),
+                retire: CancellationToken::new(),
+            },
+            Some(_) => Gates::open(shutdown.clone()),
+            None => {
+                let mut g = Gates::open(shutdown.clone());
+                if takeover.is_some() {
+                    g.go = CancellationToken::new();
+                }
+                g
+            }
+        };
+        // `/stats` stops with the clients' accepting: after a handover the new process
+        // answers on the same socket.
+        let accepting = shutdown.child_token();
+        {
+            let (retire, accepting) = (gates.retire.clone(), accepting.clone());
+            tokio::spawn(async move {
+                retire.cancelled().await;
+                accepting.cancel();
+            });
+        }
         if let Some(l) = stats_listener {
             let app = self.clone();
             let sh = shared.clone();
@@ -387,7 +481,7 @@ impl App {
                 l,
                 source,
                 Arc::new(move || crate::stats::inc(&sh2.counters.http_queries)),
-                shutdown.clone(),
+                accepting.clone(),
             ));
         }
         if let Some(w) = &self.worker {
@@ -398,7 +492,7 @@ impl App {
             tokio::spawn(supervisor::serve_control(
                 std::os::unix::net::UnixStream::from(control),
                 move || app.snapshot(&sh.counters),
-                shutdown.clone(),
+                gates.clone(),
             ));
         }
         {
@@ -418,26 +512,93 @@ impl App {
             shutdown.clone(),
         ));
         tracing::info!("main loop");
-        let serving = tokio::spawn(net::serve_clients(
-            shared.clone(),
-            listeners,
-            shutdown.clone(),
-        ));
-        let code = self.signal_loop(&shutdown, Some(&shared), None).await;
+        let finished = CancellationToken::new();
+        let serving = tokio::spawn({
+            let (sh, l, g, done) = (shared.clone(), listeners, gates.clone(), finished.clone());
+            async move {
+                net::serve_clients(sh, l, g).await;
+                done.cancel();
+            }
+        });
+        if let Some(t) = takeover {
+            self.confirm_takeover(t, &shutdown).await?;
+            gates.go.cancel();
+        }
+        if let (Some(l), Some(offer)) = (handover_listener, offer) {
+            tokio::spawn(serve_handover(
+                l,
+                offer,
+                self.opts.handover_timeout,
+                gates.retire.clone(),
+                shutdown.clone(),
+            ));
+        }
+        let code = self
+            .signal_loop(&shutdown, Some(&shared), None, &gates.retire, &finished)
+            .await;
         let _ = tokio::time::timeout(
-            shared.settings.drain_grace + Duration::from_secs(2),
+            shared.settings.drain_grace + net::HANDOVER_CLOSE_GRACE + Duration::from_secs(2),
             serving,
         )
         .await;
+        shutdown.cancel();
         self.links.cancel();
         Ok(code)
     }
 
-    fn bind_client_ports(&self) -> Result<Vec<std::net::TcpListener>, Fatal> {
+    /// The new side of a handover: says `ready`, waits for the old process's `ok`.
+    async fn confirm_takeover(
+        &self,
+        t: Takeover,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Fatal> {
+        // Test-only (debug builds): a new binary that is this many seconds late.
+        let stall = std::env::var("MTPROXY_TEST_HANDOVER_STALL")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| cfg!(debug_assertions) && s.is_finite() && *s > 0.0);
+        if let Some(secs) = stall {
+            tracing::warn!(
+                secs,
+                "planted stall before saying ready (MTPROXY_TEST_HANDOVER_STALL)"
+            );
+            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        }
+        match tokio::task::spawn_blocking(move || t.confirm()).await {
+            Ok(Ok(old)) => {
+                tracing::info!(
+                    old_pid = old,
+                    "handover complete: serving; the old process stops accepting and drains"
+                );
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                shutdown.cancel();
+                Err(Fatal::one(format!("fatal: handover not confirmed: {e}")))
+            }
+            Err(e) => {
+                shutdown.cancel();
+                Err(Fatal::one(format!("fatal: handover not confirmed: {e}")))
+            }
+        }
+    }
+
+    fn bind_client_ports(
+        &self,
+        inherited: &mut Inherited,
+    ) -> Result<Vec<std::net::TcpListener>, Fatal> {
         let o = &self.opts;
         o.http_ports
             .iter()
             .map(|port| {
+                let addr = ListenSpec::address_for(*port, o.address.map(IpAddr::V4), o.ipv6);
+                if let Some(fd) = inherited.take_client(addr) {
+                    let l = std::net::TcpListener::from(fd);
+                    l.set_nonblocking(true).map_err(|e| {
+                        Fatal::one(format!("fatal: inherited socket for port {port}: {e}"))
+                    })?;
+                    return Ok(l);
+                }
                 let spec = ListenSpec {
                     addr: ListenSpec::address_for(*port, o.address.map(IpAddr::V4), o.ipv6),
                     backlog: o.backlog,
@@ -456,7 +617,10 @@ impl App {
             .collect()
     }
 
-    async fn bind_stats(&self) -> Result<Option<tokio::net::TcpListener>, Fatal> {
+    async fn bind_stats(
+        &self,
+        inherited: &mut Inherited,
+    ) -> Result<Option<tokio::net::TcpListener>, Fatal> {
         let o = &self.opts;
         if !o.http_stats {
             return Ok(None);
@@ -467,6 +631,19 @@ impl App {
             None => return Err(Fatal::one("fatal: port isn't defined")),
         };
         let mut last = String::new();
+        for p in &ports {
+            let Ok(port) = u16::try_from(*p) else {
+                continue;
+            };
+            if let Some(fd) = inherited.take_stats(port) {
+                let l = std::net::TcpListener::from(fd);
+                let l = l
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpListener::from_std(l))
+                    .map_err(|e| Fatal::one(format!("fatal: inherited stats socket: {e}")))?;
+                return Ok(Some(l));
+            }
+        }
         for p in ports {
             let Ok(port) = u16::try_from(p) else { continue };
             match tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await
@@ -504,6 +681,9 @@ impl App {
     async fn run_master(
         self: &Arc<Self>,
         listeners: Vec<std::net::TcpListener>,
+        mut inherited: Inherited,
+        takeover: Option<Takeover>,
+        handover_listener: Option<std::os::unix::net::UnixListener>,
         shutdown: CancellationToken,
     ) -> Result<i32, Fatal> {
         let o = &self.opts;
@@ -517,13 +697,28 @@ impl App {
                     .map(ProxySecret::as_bytes)
                     .unwrap_or_default(),
                 lock(&self.config).text.clone(),
-                net::DRAIN_GRACE + Duration::from_secs(2),
+                o.drain_timeout + Duration::from_secs(2),
                 self.log.clone(),
             )
             .map_err(|e| Fatal::one(format!("fatal: cannot prepare workers: {e}")))?,
         );
-        let stats_listener = self.bind_stats().await?;
+        if takeover.is_some() {
+            master.hold_until_released();
+        }
+        let stats_listener = self.bind_stats(&mut inherited).await?;
+        let offer = handover_listener
+            .as_ref()
+            .map(|h| offer_of(&listeners, stats_listener.as_ref(), h));
         self.drop_privileges(true)?;
+        let retire = CancellationToken::new();
+        let accepting = shutdown.child_token();
+        {
+            let (retire, accepting) = (retire.clone(), accepting.clone());
+            tokio::spawn(async move {
+                retire.cancelled().await;
+                accepting.cancel();
+            });
+        }
         if let Some(l) = stats_listener {
             let app = self.clone();
             let m = master.clone();
@@ -550,12 +745,49 @@ impl App {
                 Arc::new(move || {
                     queries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }),
-                shutdown.clone(),
+                accepting.clone(),
             ));
         }
         tracing::info!(workers = o.workers, "main loop (master)");
-        let supervising = tokio::spawn(master.clone().run(shutdown.clone()));
-        let code = self.signal_loop(&shutdown, None, Some(&master)).await;
+        let finished = CancellationToken::new();
+        let mut supervising = tokio::spawn({
+            let (m, stop, done) = (master.clone(), shutdown.clone(), finished.clone());
+            async move {
+                let gave_up = m.run(stop).await;
+                done.cancel();
+                gave_up
+            }
+        });
+        if let Some(t) = takeover {
+            // Every worker ready (they hold their accepting), then the old process's `ok`.
+            tokio::select! {
+                () = master.all_ready() => {}
+                () = finished.cancelled() => {
+                    let gave_up = (&mut supervising).await.ok().flatten();
+                    return Err(Fatal::one(format!(
+                        "fatal: handover abandoned: {}",
+                        gave_up.unwrap_or_else(|| "the workers stopped".into())
+                    )));
+                }
+            }
+            if let Err(e) = self.confirm_takeover(t, &shutdown).await {
+                let _ = supervising.await;
+                return Err(e);
+            }
+            master.release().await;
+        }
+        if let (Some(l), Some(offer)) = (handover_listener, offer) {
+            tokio::spawn(serve_handover(
+                l,
+                offer,
+                self.opts.handover_timeout,
+                retire.clone(),
+                shutdown.clone(),
+            ));
+        }
+        let code = self
+            .signal_loop(&shutdown, None, Some(&master), &retire, &finished)
+            .await;
         let gave_up = supervising.await.ok().flatten();
         drop(listeners);
         match gave_up {
@@ -566,11 +798,16 @@ impl App {
 
     /// Waits for signals: TERM/INT stop (exit 0), USR1 reopens the log, HUP reloads the
     /// config (C ignores SIGHUP; newer forks reload, as we do).
+    ///
+    /// After a handover (`retire`), it waits for `finished` (the clients drained, or the
+    /// workers exited) and returns 0; SIGTERM then cuts the drain short.
     async fn signal_loop(
         &self,
         shutdown: &CancellationToken,
         shared: Option<&Arc<Shared>>,
         master: Option<&Arc<Master>>,
+        retire: &CancellationToken,
+        finished: &CancellationToken,
     ) -> i32 {
         let (Ok(mut term), Ok(mut int), Ok(mut usr1), Ok(mut hup)) = (
             signal(SignalKind::terminate()),
@@ -582,10 +819,31 @@ impl App {
             shutdown.cancelled().await;
             return 1;
         };
+        let mut retired = false;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => {
                     // A worker whose master is gone.
+                    return 0;
+                }
+                () = retire.cancelled(), if !retired => {
+                    retired = true;
+                    tracing::info!(
+                        drain_timeout_ms = self.opts.drain_timeout.as_millis() as u64,
+                        "handed over: no longer accepting; draining established clients"
+                    );
+                    if let Some(m) = master {
+                        m.retire().await;
+                        // Workers drain on their own; stop the stragglers after the deadline.
+                        let (stop, wait) = (shutdown.clone(), self.opts.drain_timeout + net::HANDOVER_CLOSE_GRACE + Duration::from_secs(3));
+                        tokio::spawn(async move {
+                            tokio::time::sleep(wait).await;
+                            stop.cancel();
+                        });
+                    }
+                }
+                () = finished.cancelled() => {
+                    tracing::info!("drained; exiting");
                     return 0;
                 }
                 _ = term.recv() => {
@@ -673,6 +931,89 @@ fn planted_flag_xor() -> u32 {
         .ok()
         .and_then(|v| u32::from_str_radix(v.trim().trim_start_matches("0x"), 16).ok())
         .unwrap_or(0)
+}
+
+/// A debug-build-only test switch: whether the environment variable `name` is set.
+fn planted_switch(name: &str) -> bool {
+    cfg!(debug_assertions) && std::env::var_os(name).is_some()
+}
+
+/// What a running process offers a new one: its client listeners, `/stats` listener and
+/// handover socket.
+fn offer_of(
+    clients: &[std::net::TcpListener],
+    stats: Option<&tokio::net::TcpListener>,
+    handover: &std::os::unix::net::UnixListener,
+) -> handover::Offer {
+    use std::os::fd::AsRawFd;
+    handover::Offer {
+        client: clients
+            .iter()
+            .filter_map(|l| Some((l.local_addr().ok()?, l.as_raw_fd())))
+            .collect(),
+        stats: stats.and_then(|l| Some((l.local_addr().ok()?, l.as_raw_fd()))),
+        handover: handover.as_raw_fd(),
+    }
+}
+
+/// Serves takeover requests on the handover socket, one at a time, until one succeeds
+/// (then cancels `retire`) or the process stops. A failed takeover leaves us serving.
+async fn serve_handover(
+    listener: std::os::unix::net::UnixListener,
+    offer: handover::Offer,
+    timeout: Duration,
+    retire: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let listener = match listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UnixListener::from_std(listener))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "handover socket unusable; upgrades are off");
+            return;
+        }
+    };
+    let offer = Arc::new(offer);
+    loop {
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "handover socket: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(stream) = stream
+            .into_std()
+            .and_then(|s| s.set_nonblocking(false).map(|()| s))
+        else {
+            continue;
+        };
+        let offer = offer.clone();
+        let outcome =
+            tokio::task::spawn_blocking(move || handover::serve_one(stream, &offer, timeout)).await;
+        match outcome {
+            Ok(handover::Outcome::HandedOver(pid)) => {
+                tracing::info!(
+                    new_pid = pid,
+                    "handover: the new process is ready and serving"
+                );
+                // The new process has its own reference to the socket; ours goes.
+                drop(listener);
+                retire.cancel();
+                return;
+            }
+            Ok(handover::Outcome::Aborted(why)) => {
+                tracing::warn!("handover aborted, still serving: {why}");
+            }
+            Err(e) => tracing::warn!(error = %e, "handover aborted, still serving"),
+        }
+    }
 }
 
 /// Test-only start-up failure of `-M` workers: debug builds read

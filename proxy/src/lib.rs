@@ -18,6 +18,7 @@
 
 pub mod app;
 pub mod config;
+pub mod handover;
 pub mod logging;
 pub mod net;
 pub mod os;

@@ -67,6 +67,10 @@ pub struct WorkerBootstrap {
     /// instance-wide replay caches here (see [`crate::net::replay_store`]).
     #[serde(default)]
     pub replay_fd: Option<RawFd>,
+    /// Do not accept before the master says `go` (the new master of a handover holds its
+    /// first workers until the old process has confirmed).
+    #[serde(default)]
+    pub hold: bool,
 }
 
 impl WorkerBootstrap {
@@ -81,13 +85,15 @@ impl WorkerBootstrap {
     }
 }
 
-/// Answers the master's stats requests on the control socket until it closes; then
-/// cancels `shutdown` (the master is gone).
+/// Answers the master on the control socket until it closes; then cancels `shutdown`
+/// (the master is gone). `stats` is answered with a snapshot; `go` opens `gates.go`;
+/// `retire` (the master handed the sockets over) cancels `gates.retire`.
 pub async fn serve_control(
     control: StdUnixStream,
     snapshot: impl Fn() -> Snapshot + Send + 'static,
-    shutdown: CancellationToken,
+    gates: crate::net::Gates,
 ) {
+    let shutdown = gates.shutdown.clone();
     // However this task ends (even by a panic), the worker must not outlive its master.
     let _master_gone = shutdown.clone().drop_guard();
     let _ = control.set_nonblocking(true);
@@ -113,6 +119,8 @@ pub async fn serve_control(
                         break;
                     }
                 }
+                Ok(Some(cmd)) if cmd == "go" => gates.go.cancel(),
+                Ok(Some(cmd)) if cmd == "retire" => gates.retire.cancel(),
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => break,
             },
@@ -149,6 +157,12 @@ pub struct Master {
     log: LogSink,
     /// Whether any worker has reported ready since the master started.
     ever_ready: AtomicBool,
+    /// Whether workers may accept (false while a handover's new master waits for `ok`).
+    released: AtomicBool,
+    /// Whether the sockets were handed over: workers drain and are not respawned.
+    retiring: AtomicBool,
+    /// Woken whenever a worker becomes ready.
+    ready_changed: tokio::sync::Notify,
 }
 
 /// A freshly started worker: the process, its control socket (not yet ready), and the
@@ -200,7 +214,51 @@ impl Master {
             replay: Arc::default(),
             log,
             ever_ready: AtomicBool::new(false),
+            released: AtomicBool::new(true),
+            retiring: AtomicBool::new(false),
+            ready_changed: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Workers started from now on do not accept until [`Master::release`] (the new
+    /// master of a handover, until the old process confirms).
+    pub fn hold_until_released(&self) {
+        self.released.store(false, Ordering::SeqCst);
+    }
+
+    /// Resolves once every worker slot has a ready worker.
+    pub async fn all_ready(&self) {
+        loop {
+            let changed = self.ready_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.slots.iter().all(|s| lock(s).control.is_some()) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Lets the workers accept (after a handover's `ok`).
+    pub async fn release(&self) {
+        self.released.store(true, Ordering::SeqCst);
+        self.tell_all(b"go\n").await;
+    }
+
+    /// The sockets were handed over: the workers stop accepting and drain; none is
+    /// respawned from now on.
+    pub async fn retire(&self) {
+        self.retiring.store(true, Ordering::SeqCst);
+        self.tell_all(b"retire\n").await;
+    }
+
+    async fn tell_all(&self, line: &[u8]) {
+        for slot in &self.slots {
+            let control = lock(slot).control.clone();
+            if let Some(c) = control {
+                tell(&c, line).await;
+            }
+        }
     }
 
     /// Replaces the config text handed to workers spawned from now on (after a reload).
@@ -258,6 +316,7 @@ impl Master {
             proxy_secret_hex: self.proxy_secret_hex.clone(),
             config_text: lock(&self.config_text).clone(),
             replay_fd: Some(replay_worker.as_raw_fd()),
+            hold: !self.released.load(Ordering::SeqCst),
         };
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.args(self.args.iter().skip(1))
@@ -355,8 +414,14 @@ impl Master {
             if ready {
                 failed_starts = 0;
                 self.ever_ready.store(true, Ordering::Relaxed);
-                lock(&self.slots[index]).control = Some(Arc::new(tokio::sync::Mutex::new(control)));
+                let control = Arc::new(tokio::sync::Mutex::new(control));
+                lock(&self.slots[index]).control = Some(control.clone());
                 tracing::info!(worker = index, "worker ready");
+                self.ready_changed.notify_waiters();
+                // Released while this one was starting on hold: it may accept now.
+                if self.released.load(Ordering::SeqCst) {
+                    tell(&control, b"go\n").await;
+                }
             } else {
                 drop(control);
             }
@@ -378,7 +443,7 @@ impl Master {
                 .ok()
                 .and_then(Result::ok)
                 .unwrap_or_default();
-            if shutdown.is_cancelled() {
+            if shutdown.is_cancelled() || self.retiring.load(Ordering::SeqCst) {
                 return None;
             }
             let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
@@ -433,6 +498,17 @@ impl Master {
         slot.pid = None;
         slot.control = None;
     }
+}
+
+/// Writes one line to a worker's control socket (a worker that does not take it within
+/// a second is left alone: it is busy dying, and its supervisor will see that).
+async fn tell(control: &tokio::sync::Mutex<tokio::io::BufStream<UnixStream>>, line: &[u8]) {
+    let _ = tokio::time::timeout(STATS_TIMEOUT, async {
+        let mut c = control.lock().await;
+        c.write_all(line).await?;
+        c.flush().await
+    })
+    .await;
 }
 
 /// Waits for the worker's ready line; `false` when the socket closes first (the worker

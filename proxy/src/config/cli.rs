@@ -201,6 +201,13 @@ pub struct Options {
     pub address: Option<Ipv4Addr>,
     /// `--http-stats`.
     pub http_stats: bool,
+    /// `--handover-socket` (ours, not C's): the unix socket through which a running proxy
+    /// hands its listening sockets to a new one (see [`crate::handover`]).
+    pub handover_socket: Option<String>,
+    /// `--handover-timeout` (ours): how long a running proxy waits for the new one.
+    pub handover_timeout: std::time::Duration,
+    /// `--drain-timeout` (ours): how long clients may finish after SIGTERM or a handover.
+    pub drain_timeout: std::time::Duration,
     /// Options given that C accepts and that have no effect here (long names, in order,
     /// without duplicates); see [`ignored_options`].
     pub ignored: Vec<&'static str>,
@@ -237,6 +244,9 @@ impl Options {
             nat_info: NatInfo::default(),
             address: None,
             http_stats: false,
+            handover_socket: None,
+            handover_timeout: crate::handover::DEFAULT_TIMEOUT,
+            drain_timeout: crate::net::DRAIN_GRACE,
             ignored: Vec::new(),
         }
     }
@@ -351,6 +361,9 @@ enum Id {
     NatInfo,
     Address,
     HttpStats,
+    HandoverSocket,
+    HandoverTimeout,
+    DrainTimeout,
 }
 
 struct OptDef {
@@ -359,6 +372,9 @@ struct OptDef {
     arg: Arg,
     id: Id,
 }
+
+/// How many entries at the end of [`OPTS`] are ours, not C's.
+const OWN_OPTIONS: usize = 3;
 
 /// The option table in C's order (which is also glibc's order for ambiguity lists).
 const OPTS: &[OptDef] = &[
@@ -571,6 +587,25 @@ const OPTS: &[OptDef] = &[
         short: None,
         arg: Arg::No,
         id: Id::HttpStats,
+    },
+    // Ours, not C's (the last `OWN_OPTIONS` entries): see `find_long` for abbreviations.
+    OptDef {
+        long: "handover-socket",
+        short: None,
+        arg: Arg::Required,
+        id: Id::HandoverSocket,
+    },
+    OptDef {
+        long: "handover-timeout",
+        short: None,
+        arg: Arg::Required,
+        id: Id::HandoverTimeout,
+    },
+    OptDef {
+        long: "drain-timeout",
+        short: None,
+        arg: Arg::Required,
+        id: Id::DrainTimeout,
     },
 ];
 
@@ -793,7 +828,13 @@ fn find_long(name: &str) -> Result<&'static OptDef, LongErr> {
     if let Some(d) = OPTS.iter().find(|d| d.long == name) {
         return Ok(d);
     }
-    let matches: Vec<&OptDef> = OPTS.iter().filter(|d| d.long.starts_with(name)).collect();
+    // An abbreviation C knows keeps C's meaning (and C's ambiguity list); ours are
+    // matched only when no C option starts with it.
+    let (c_opts, ours) = OPTS.split_at(OPTS.len() - OWN_OPTIONS);
+    let mut matches: Vec<&OptDef> = c_opts.iter().filter(|d| d.long.starts_with(name)).collect();
+    if matches.is_empty() {
+        matches = ours.iter().filter(|d| d.long.starts_with(name)).collect();
+    }
     match matches.as_slice() {
         [] => Err(LongErr::Unknown),
         [one] => Ok(one),
@@ -942,8 +983,25 @@ fn apply(o: &mut Options, def: &OptDef, value: Option<String>) -> Flow {
             }
         },
         Id::HttpStats => o.http_stats = true,
+        Id::HandoverSocket => o.handover_socket = Some(v),
+        Id::HandoverTimeout | Id::DrainTimeout => match parse_seconds(&v) {
+            Some(d) if def.id == Id::HandoverTimeout => o.handover_timeout = d,
+            Some(d) => o.drain_timeout = d,
+            None => {
+                return usage_with(vec![StderrLine::Log(format!(
+                    "--{}: '{v}' is not a number of seconds (0 to 86400)",
+                    def.long
+                ))])
+            }
+        },
     }
     Flow::Continue
+}
+
+/// Seconds for our own timeouts: a decimal number from 0 to a day.
+fn parse_seconds(s: &str) -> Option<std::time::Duration> {
+    let v: f64 = s.trim().parse().ok()?;
+    (v.is_finite() && (0.0..=86_400.0).contains(&v)).then(|| std::time::Duration::from_secs_f64(v))
 }
 
 fn apply_http_ports(o: &mut Options, s: &str) -> Flow {
@@ -988,6 +1046,60 @@ fn apply_http_ports(o: &mut Options, s: &str) -> Flow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_handover_options_parse_and_leave_c_abbreviations_alone() {
+        let o = parse_from([
+            "p",
+            "--handover-socket",
+            "/run/x.sock",
+            "--handover-timeout=2.5",
+            "--drain-timeout",
+            "0",
+            "-u",
+            "nobody",
+            "conf",
+        ])
+        .unwrap();
+        assert_eq!(o.handover_socket.as_deref(), Some("/run/x.sock"));
+        assert_eq!(o.handover_timeout, std::time::Duration::from_millis(2500));
+        assert_eq!(o.drain_timeout, std::time::Duration::ZERO);
+        // Defaults.
+        let d = parse_from(["p", "conf"]).unwrap();
+        assert_eq!(d.drain_timeout, crate::net::DRAIN_GRACE);
+        assert_eq!(d.handover_timeout, crate::handover::DEFAULT_TIMEOUT);
+        // Abbreviations of ours work when no C option starts the same way.
+        let a = parse_from(["p", "--handover-s=/x", "--dr=3", "conf"]).unwrap();
+        assert_eq!(a.handover_socket.as_deref(), Some("/x"));
+        assert_eq!(a.drain_timeout, std::time::Duration::from_secs(3));
+        // `--u` is still `--user`; `--d` is ambiguous among C's options only, as in C.
+        assert_eq!(
+            parse_from(["p", "--u=nobody", "conf"])
+                .unwrap()
+                .user
+                .as_deref(),
+            Some("nobody")
+        );
+        let amb = parse_from(["p", "--d", "conf"]).unwrap_err();
+        let said = format!("{:?}", amb.stderr);
+        assert!(
+            said.contains("ambiguous") && !said.contains("drain-timeout"),
+            "{said}"
+        );
+        // A bad number is a usage error (exit 2) that names the option.
+        for bad in [
+            "--drain-timeout=-1",
+            "--handover-timeout=soon",
+            "--drain-timeout=1e9",
+        ] {
+            let e = parse_from(["p", bad, "conf"]).unwrap_err();
+            assert_eq!(e.code, 2, "{bad}");
+            assert!(
+                format!("{:?}", e.stderr).contains("not a number of seconds"),
+                "{bad}"
+            );
+        }
+    }
 
     /// The `--help` output OBSERVED from the C binary (GetPageSpeed v3.0.10 build,
     /// `/tmp/cref/gps/objs/bin/mtproto-proxy --help`, stdout, exit 2), with argv[0] set to

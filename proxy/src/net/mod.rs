@@ -78,6 +78,9 @@ pub struct Settings {
     /// the listener's life (a descriptor leak per connection), so the drills can prove
     /// they catch one. Set from `MTPROXY_TEST_LEAK_FD` in debug builds only.
     pub planted_fd_leak: bool,
+    /// Test-only planted regression (debug builds, `MTPROXY_TEST_HANDOVER_CUT`): on a
+    /// handover, close every client at once instead of relaying until they leave.
+    pub planted_handover_cut: bool,
 }
 
 /// C holds a pre-authentication connection forever; we close it after this long.
@@ -179,15 +182,43 @@ pub async fn trim_heap_when_settled(shared: Arc<Shared>, shutdown: CancellationT
     }
 }
 
-/// Accepts clients on every listener until `shutdown`, then drains for at most
-/// `settings.drain_grace`.
-pub async fn serve_clients(
-    shared: Arc<Shared>,
-    listeners: Vec<TcpListener>,
-    shutdown: CancellationToken,
-) {
+/// When a process may accept clients, and how it stops.
+#[derive(Debug, Clone, Default)]
+pub struct Gates {
+    /// SIGTERM/SIGINT (or a worker's master is gone): stop accepting, let clients finish
+    /// what is in flight for at most the drain grace, close the rest.
+    pub shutdown: CancellationToken,
+    /// Accepting starts once this is cancelled: at once, except in the new process of a
+    /// handover, which waits for the old one's confirmation (see [`crate::handover`]).
+    pub go: CancellationToken,
+    /// The sockets were handed over: stop accepting, keep relaying for established
+    /// clients until they leave or the drain grace passes, then close them gracefully.
+    pub retire: CancellationToken,
+}
+
+impl Gates {
+    /// Gates that let accepting start at once and stop on `shutdown`.
+    pub fn open(shutdown: CancellationToken) -> Self {
+        let go = CancellationToken::new();
+        go.cancel();
+        Self {
+            shutdown,
+            go,
+            retire: CancellationToken::new(),
+        }
+    }
+}
+
+/// After a handover's relay window: how long clients get to finish what is in flight.
+pub const HANDOVER_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Accepts clients on every listener (once `gates.go` opens) until shutdown or a
+/// handover, then drains (see [`Gates`]).
+pub async fn serve_clients(shared: Arc<Shared>, listeners: Vec<TcpListener>, gates: Gates) {
     let tracker = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(shared.settings.max_client_connections));
+    let stop_accepting = CancellationToken::new();
+    let draining = CancellationToken::new();
     let conn_cancel = CancellationToken::new();
     shared
         .counters
@@ -199,12 +230,42 @@ pub async fn serve_clients(
             l,
             permits.clone(),
             tracker.clone(),
-            shutdown.clone(),
-            conn_cancel.clone(),
+            gates.go.clone(),
+            stop_accepting.clone(),
+            client::ClientCancel {
+                draining: draining.clone(),
+                hard: conn_cancel.clone(),
+            },
         ));
     }
-    shutdown.cancelled().await;
+    let handed_over = tokio::select! {
+        () = gates.shutdown.cancelled() => false,
+        () = gates.retire.cancelled() => true,
+    };
+    stop_accepting.cancel();
     tracker.close();
+    if handed_over {
+        if shared.settings.planted_handover_cut {
+            conn_cancel.cancel();
+        }
+        // The new process accepts now; ours leave when they are done (or at the deadline).
+        tokio::select! {
+            () = tracker.wait() => {}
+            () = tokio::time::sleep(shared.settings.drain_grace) => {}
+            () = gates.shutdown.cancelled() => {}
+        }
+        draining.cancel();
+        if tokio::time::timeout(HANDOVER_CLOSE_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            conn_cancel.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
+        }
+        conn_cancel.cancel();
+        return;
+    }
+    draining.cancel();
     // Let clients finish what is in flight, then close the rest.
     if tokio::time::timeout(shared.settings.drain_grace, tracker.wait())
         .await
@@ -221,9 +282,14 @@ async fn accept_loop(
     listener: TcpListener,
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
-    shutdown: CancellationToken,
-    conn_cancel: CancellationToken,
+    go: CancellationToken,
+    stop: CancellationToken,
+    cancel: client::ClientCancel,
 ) {
+    tokio::select! {
+        () = go.cancelled() => {}
+        () = stop.cancelled() => return,
+    }
     let mut backoff = Duration::from_millis(5);
     let mut tuning = listener::AcceptTuning::default();
     let mut leaked: Vec<std::os::fd::OwnedFd> = Vec::new();
@@ -234,14 +300,14 @@ async fn accept_loop(
     loop {
         // -C as backpressure: stop accepting at the cap, resume below it.
         let permit = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = stop.cancelled() => return,
             p = permits.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => return,
             },
         };
         let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = stop.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(x) => { backoff = Duration::from_millis(5); x }
                 Err(e) => {
@@ -270,10 +336,7 @@ async fn accept_loop(
             }
         }
         let shared2 = shared.clone();
-        let cancel = client::ClientCancel {
-            draining: shutdown.clone(),
-            hard: conn_cancel.clone(),
-        };
+        let cancel = cancel.clone();
         tracker.spawn(async move {
             client::serve(stream, peer, local, shared2, cancel).await;
             drop(permit);

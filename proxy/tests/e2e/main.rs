@@ -11,6 +11,7 @@
 //! else signals, e.g. a link becoming ready inside the proxy or a respawned worker).
 
 mod bad_clients;
+mod handover;
 mod me_link;
 mod signals;
 mod startup;
