@@ -10,6 +10,7 @@
 //! once at [`Scale::Tiny`] against the candidate, to prove the drill code works.
 #![forbid(unsafe_code)]
 
+pub mod cutover;
 pub mod proc;
 pub mod report;
 pub mod stand;

@@ -10,6 +10,10 @@
 //! * `drill` — soak, descriptor, memory and fault drills against the candidate and the C
 //!   build; writes `artifacts/drills/drills-report.json` and `drills.svg` (exit 1 when
 //!   the candidate FAILs a drill).
+//! * `cutover` — the cutover and rollback rehearsal under live traffic (C → port, port →
+//!   C, the naive baseline, the port's own zero-downtime upgrade); writes
+//!   `artifacts/cutover/cutover-report.json` and `cutover.svg` (exit 1 when a gated
+//!   criterion fails).
 //! * `tidy` — the source checks that also run as tests under `cargo test` (the protocol
 //!   core stays sans-IO; every crate root forbids unsafe code).
 //!
@@ -26,6 +30,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod cutover;
 mod drill;
 mod dualrun;
 mod tidy;
@@ -51,6 +56,9 @@ enum Command {
     Vectors(vectors::Vectors),
     /// Run the soak, descriptor, memory and fault drills and write artifacts/drills/.
     Drill(drill::Drill),
+    /// Rehearse the cutover C → port, the rollback, and the port's upgrade under live
+    /// traffic; write artifacts/cutover/.
+    Cutover(cutover::Cutover),
     /// Run the source checks (also run as tests by `cargo test`).
     Tidy(tidy::Tidy),
 }
@@ -62,6 +70,7 @@ impl Command {
             Command::Bench(cmd) => cmd.run(),
             Command::Vectors(cmd) => cmd.run(),
             Command::Drill(cmd) => cmd.run(),
+            Command::Cutover(cmd) => cmd.run(),
             Command::Tidy(cmd) => cmd.run(),
         }
     }
