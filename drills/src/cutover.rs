@@ -414,6 +414,10 @@ pub struct Bucket {
     pub errors: u64,
     /// Connections cut at or after the drain deadline (the old process's end).
     pub cut: u64,
+    /// Connections open at some time in the bucket that the old process served.
+    pub open_old: u64,
+    /// … that the new process served.
+    pub open_new: u64,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -454,6 +458,8 @@ struct Dest {
 /// The client side: long-lived clients and a steady rate of new connections.
 struct Traffic {
     t0: Instant,
+    /// `t0` as a std instant (the middle ends time their records with it).
+    t0_std: std::time::Instant,
     conns: Arc<Mutex<Vec<Conn>>>,
     /// Long-lived connections open now: slot → when it connected.
     open: Arc<Mutex<BTreeMap<usize, f64>>>,
@@ -545,6 +551,7 @@ async fn round_trip(client: &mut SimClient, rng: &mut StdRng, c: &mut Conn) -> R
 impl Traffic {
     fn start(dests: &[Dest], timing: &Timing, seed: u64) -> Traffic {
         let t0 = Instant::now();
+        let t0_std = t0.into_std();
         let conns: Arc<Mutex<Vec<Conn>>> = Arc::default();
         let open: Arc<Mutex<BTreeMap<usize, f64>>> = Arc::default();
         let stop = CancellationToken::new();
@@ -658,6 +665,7 @@ impl Traffic {
         }
         Traffic {
             t0,
+            t0_std,
             conns,
             open,
             stop,
@@ -674,11 +682,11 @@ impl Traffic {
         lock(&self.open).values().filter(|c| **c < t).count()
     }
 
-    async fn finish(mut self) -> Vec<Conn> {
+    async fn finish(mut self) -> (Vec<Conn>, std::time::Instant) {
         self.stop.cancel();
         while self.tasks.join_next().await.is_some() {}
         let v = lock(&self.conns).clone();
-        v
+        (v, self.t0_std)
     }
 }
 
@@ -778,12 +786,16 @@ async fn start_instance(s: &Spawn<'_>, services: &Services) -> anyhow::Result<In
 }
 
 impl Instance {
-    /// Client address → served, from the middle ends' records.
-    fn served(&self) -> std::collections::HashSet<SocketAddr> {
-        self.procs
-            .iter()
-            .flat_map(|p| p.me.records().into_iter().map(|r| r.client))
-            .collect()
+    /// Client address → when the middle ends got its requests (ms since `t0`).
+    fn served(&self, t0: std::time::Instant) -> std::collections::HashMap<SocketAddr, Vec<f64>> {
+        let mut out: std::collections::HashMap<SocketAddr, Vec<f64>> = Default::default();
+        for p in &self.procs {
+            for r in p.me.records() {
+                let at = r.received.saturating_duration_since(t0).as_secs_f64() * 1000.0;
+                out.entry(r.client).or_default().push(at);
+            }
+        }
+        out
     }
 
     fn exited(&self) -> bool {
@@ -1214,10 +1226,11 @@ impl Ctx<'_> {
         .await?;
         let end = traffic.now();
         tokio::time::sleep(Duration::from_millis(self.timing.after_ms)).await;
-        let conns = traffic.finish().await;
+        let (conns, t0) = traffic.finish().await;
         let after = netstat();
         let m = measure(
             &conns,
+            t0,
             &old,
             &new,
             trigger,
@@ -1295,10 +1308,11 @@ impl Ctx<'_> {
         old.stop(Duration::from_secs(10)).await;
         let old_exit = traffic.now();
         tokio::time::sleep(Duration::from_millis(self.timing.after_ms)).await;
-        let conns = traffic.finish().await;
+        let (conns, t0) = traffic.finish().await;
         let after = netstat();
         let m = measure(
             &conns,
+            t0,
             &old,
             &new,
             trigger,
@@ -1367,10 +1381,11 @@ impl Ctx<'_> {
         }
         let old_exit = traffic.now();
         tokio::time::sleep(Duration::from_millis(self.timing.after_ms)).await;
-        let conns = traffic.finish().await;
+        let (conns, t0) = traffic.finish().await;
         let after = netstat();
         let m = measure(
             &conns,
+            t0,
             &old,
             &new,
             trigger,
@@ -1402,6 +1417,7 @@ fn percentiles(mut v: Vec<f64>) -> Percentiles {
 #[allow(clippy::too_many_arguments)]
 fn measure(
     conns: &[Conn],
+    t0: std::time::Instant,
     old: &Instance,
     new: &Instance,
     trigger: f64,
@@ -1410,12 +1426,23 @@ fn measure(
     timing: Timing,
     kernel: Kernel,
 ) -> Metrics {
-    let (on_old, on_new) = (old.served(), new.served());
+    let (on_old, on_new) = (old.served(t0), new.served(t0));
+    // A client's local port may be reused by a later client: match by time too.
+    let within = |map: &std::collections::HashMap<SocketAddr, Vec<f64>>, c: &Conn| {
+        c.local.is_some_and(|a| {
+            map.get(&a).is_some_and(|ts| {
+                ts.iter()
+                    .any(|t| *t >= c.start - 1.0 && *t <= c.end_at + 1.0)
+            })
+        })
+    };
     let who = |c: &Conn| -> &'static str {
-        match c.local {
-            Some(a) if on_new.contains(&a) => "new",
-            Some(a) if on_old.contains(&a) => "old",
-            _ => "unknown",
+        if within(&on_new, c) {
+            "new"
+        } else if within(&on_old, c) {
+            "old"
+        } else {
+            "unknown"
         }
     };
     let deadline = trigger + timing.drain_ms as f64;
@@ -1439,10 +1466,18 @@ fn measure(
         let w = who(c);
         *m.served_by.entry(w.to_string()).or_default() += 1;
         let b = ((c.start / BUCKET_MS) as usize).min(buckets - 1);
+        let last = ((c.end_at / BUCKET_MS) as usize).min(buckets - 1);
         match w {
             "new" => m.series[b].new += 1,
             "old" => m.series[b].old += 1,
             _ => {}
+        }
+        for bucket in &mut m.series[b..=last.max(b)] {
+            match w {
+                "new" => bucket.open_new += 1,
+                "old" => bucket.open_old += 1,
+                _ => {}
+            }
         }
         if c.end != End::Completed {
             let eb = ((c.end_at / BUCKET_MS) as usize).min(buckets - 1);
@@ -1644,10 +1679,10 @@ pub fn svg(report: &CutoverReport) -> String {
         .filter(|s| s.metrics.is_some())
         .collect();
     let (w, lane_h, top) = (900.0, 130.0, 40.0);
-    let h = top + 16.0 + lane_h * steps.len().max(1) as f64 + 30.0;
-    let top = top + 16.0;
+    let h = top + 32.0 + lane_h * steps.len().max(1) as f64 + 30.0;
+    let top = top + 32.0;
     let mut out = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"22\" font-size=\"15\">Cutover rehearsal — {} mode, {}{}</text>\n<text x=\"10\" y=\"40\">Connections opened per 250 ms by the process that served them: <tspan fill=\"#7f8c8d\">old</tspan>, <tspan fill=\"#2e86de\">new</tspan>; <tspan fill=\"#e74c3c\">failures before the drain deadline</tspan>; <tspan fill=\"#f39c12\">cut at the deadline</tspan></text>\n",
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"10\" y=\"22\" font-size=\"15\">Cutover rehearsal — {} mode, {}{}</text>\n<text x=\"10\" y=\"40\">Bars: connections opened per 250 ms by the process that served them (<tspan fill=\"#7f8c8d\">old</tspan>, <tspan fill=\"#2e86de\">new</tspan>), <tspan fill=\"#e74c3c\">failures before the drain deadline</tspan>, <tspan fill=\"#f39c12\">cut at the deadline</tspan>.</text>\n<text x=\"10\" y=\"56\">Lines: connections open on the <tspan fill=\"#555555\">old process (dashed)</tspan> and on the <tspan fill=\"#0b3d91\">new one (solid)</tspan>.</text>\n",
         report.mode, report.verdict,
         if report.isolated { " (private network namespace)" } else { " (host loopback)" }
     );
@@ -1694,19 +1729,44 @@ pub fn svg(report: &CutoverReport) -> String {
                 ));
             }
         }
-        let mut mark = |t: f64, label: &str, color: &str| {
+        let open_max = m
+            .series
+            .iter()
+            .map(|b| b.open_old.max(b.open_new))
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64;
+        for (pick, color, dash) in [(0usize, "#555555", "6 4"), (1, "#0b3d91", "none")] {
+            let pts: Vec<String> = m
+                .series
+                .iter()
+                .map(|b| {
+                    let v = if pick == 0 { b.open_old } else { b.open_new } as f64;
+                    format!(
+                        "{:.1},{:.1}",
+                        x0 + pw * (b.t_ms + BUCKET_MS / 2.0) / t_max,
+                        y0 + 15.0 + plot_h - plot_h * v / open_max
+                    )
+                })
+                .collect();
+            out.push_str(&format!(
+                "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" stroke-dasharray=\"{dash}\"/>\n",
+                pts.join(" ")
+            ));
+        }
+        let mut mark = |t: f64, label: &str, color: &str, dy: f64| {
             let x = x0 + pw * t / t_max;
             out.push_str(&format!(
                 "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{:.0}\" y2=\"{:.0}\" stroke=\"{color}\" stroke-dasharray=\"4 3\"/><text x=\"{:.1}\" y=\"{:.0}\" fill=\"{color}\">{label}</text>\n",
-                y0 + 15.0, y0 + 15.0 + plot_h, x + 3.0, y0 + 27.0
+                y0 + 15.0, y0 + 15.0 + plot_h, x + 3.0, y0 + dy
             ));
         };
-        mark(m.timeline.trigger_ms, "trigger", "#8e44ad");
+        mark(m.timeline.trigger_ms, "trigger", "#8e44ad", 27.0);
         if let Some(t) = m.timeline.old_exit_ms {
-            mark(t, "old exits", "#d35400");
+            mark(t, "old exits", "#d35400", 41.0);
         }
         out.push_str(&format!(
-            "<text x=\"{x0}\" y=\"{:.0}\" fill=\"#555\">0 s</text><text x=\"{:.0}\" y=\"{:.0}\" fill=\"#555\" text-anchor=\"end\">{:.1} s · max {max:.0}/bucket</text>\n",
+            "<text x=\"{x0}\" y=\"{:.0}\" fill=\"#555\">0 s</text><text x=\"{:.0}\" y=\"{:.0}\" fill=\"#555\" text-anchor=\"end\">{:.1} s · bars max {max:.0} · lines max {open_max:.0} open</text>\n",
             y0 + 15.0 + plot_h + 14.0, x0 + pw, y0 + 15.0 + plot_h + 14.0, t_max / 1000.0
         ));
     }
