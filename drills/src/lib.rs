@@ -53,6 +53,10 @@ pub struct Target {
     pub binary: PathBuf,
     /// Extra environment for the proxy (tests plant regressions through it).
     pub env: Vec<(String, String)>,
+    /// Run it in this linux/amd64 image (host networking) instead of as a local process;
+    /// `binary` is then the path inside the image. Drills that read the process's
+    /// descriptors or memory need a local process.
+    pub image: Option<String>,
 }
 
 impl Target {
@@ -62,6 +66,7 @@ impl Target {
             label: label.into(),
             binary: binary.into(),
             env: Vec::new(),
+            image: None,
         }
     }
 }

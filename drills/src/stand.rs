@@ -89,6 +89,12 @@ impl Stand {
         for (k, v) in &target.env {
             b = b.env(k.clone(), v.clone());
         }
+        if let Some(image) = &target.image {
+            b = b.launcher(parity::process::Launcher::Docker {
+                image: image.clone(),
+                platform: "linux/amd64".into(),
+            });
+        }
         let proxy = b.spawn().await?;
         proxy.wait_ready(READY).await?;
         for me in &mes {

@@ -236,6 +236,14 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
         generated_at: rfc3339(std::time::SystemTime::now()),
         host: HostInfo::detect(),
         runtime: opts.runtime.name().into(),
+        platform: match &opts.runtime {
+            Runtime::Docker(d) => Some(d.platform.clone()),
+            Runtime::Local => None,
+        },
+        engine: match &opts.runtime {
+            Runtime::Docker(_) => crate::image::engine().ok(),
+            Runtime::Local => None,
+        },
         reference: binary_info(&opts, &resolved, Side::Reference).await,
         candidate: binary_info(&opts, &resolved, Side::Candidate).await,
         seed: spec.seed,

@@ -24,6 +24,7 @@ pub mod divergences;
 pub mod driver;
 pub mod dualrun;
 pub mod fake_me;
+pub mod image;
 pub mod load;
 pub mod metrics;
 pub mod process;

@@ -349,7 +349,21 @@ impl ProxyProcessBuilder {
                     .arg(format!("parity-{}-{}-{n}", self.label, std::process::id()));
                 c.arg("-v")
                     .arg(format!("{}:{}:ro", dir.display(), dir.display()));
+                // A `-l FILE` names a host path: its folder is mounted at the same place.
+                if let Some(folder) = args
+                    .windows(2)
+                    .find(|w| w[0] == "-l")
+                    .and_then(|w| Path::new(&w[1]).parent().map(Path::to_path_buf))
+                    .filter(|f| f.is_absolute())
+                {
+                    c.arg("-v")
+                        .arg(format!("{}:{}", folder.display(), folder.display()));
+                }
                 c.arg("--entrypoint").arg(&self.binary);
+                // The environment goes to the container, not to the docker CLI.
+                for (k, v) in &self.env {
+                    c.arg("-e").arg(format!("{k}={v}"));
+                }
                 c.arg(image).args(&args);
                 c
             }

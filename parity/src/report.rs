@@ -140,6 +140,12 @@ pub struct Report {
     pub host: HostInfo,
     /// Runtime (`local` or `docker`).
     pub runtime: String,
+    /// Under the docker runtime: the containers' platform (`linux/amd64`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// Under the docker runtime: the engine (`docker version`: version, API, os/arch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// Reference binary.
     pub reference: BinaryInfo,
     /// Candidate binary.

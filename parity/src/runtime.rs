@@ -1,6 +1,14 @@
 //! Where the proxies run: [`Runtime::Local`] (processes on this machine, the default) or
 //! [`Runtime::Docker`] (the reference and candidate as linux/amd64 images, host networking,
 //! loopback only). When `docker info` does not answer, the docker runtime reports a skip.
+//!
+//! Containers are started and stopped through the `docker` CLI (`docker run --rm
+//! --network host`, stopped with the signal the harness sends it, which the CLI forwards),
+//! not through testcontainers: testcontainers 0.28 talks to the engine through bollard
+//! 0.21, which speaks one fixed API version (1.53), and no fixed version works
+//! everywhere — Debian's docker.io 20.10 (these machines) accepts at most 1.41, current
+//! engines (29.x) at least 1.44. The CLI negotiates the version with whatever engine
+//! answers. Images come from [`crate::image`] (no registry needed).
 
 use crate::process::{Launcher, ProxyProcessBuilder};
 use serde::{Deserialize, Serialize};

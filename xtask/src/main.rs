@@ -14,6 +14,8 @@
 //!   C, the naive baseline, the port's own zero-downtime upgrade); writes
 //!   `artifacts/cutover/cutover-report.json` and `cutover.svg` (exit 1 when a gated
 //!   criterion fails).
+//! * `image` — linux/amd64 images from local material (debootstrap base, cached; the
+//!   candidate from the release binary; the reference wrapping a given C binary).
 //! * `tidy` — the source checks that also run as tests under `cargo test` (the protocol
 //!   core stays sans-IO; every crate root forbids unsafe code).
 //!
@@ -33,6 +35,7 @@ mod bench;
 mod cutover;
 mod drill;
 mod dualrun;
+mod image;
 mod tidy;
 mod time;
 mod vectors;
@@ -59,6 +62,8 @@ enum Command {
     /// Rehearse the cutover C → port, the rollback, and the port's upgrade under live
     /// traffic; write artifacts/cutover/.
     Cutover(cutover::Cutover),
+    /// Build linux/amd64 images from local material (candidate, and reference from a C binary).
+    Image(image::Image),
     /// Run the source checks (also run as tests by `cargo test`).
     Tidy(tidy::Tidy),
 }
@@ -71,6 +76,7 @@ impl Command {
             Command::Vectors(cmd) => cmd.run(),
             Command::Drill(cmd) => cmd.run(),
             Command::Cutover(cmd) => cmd.run(),
+            Command::Image(cmd) => cmd.run(),
             Command::Tidy(cmd) => cmd.run(),
         }
     }
