@@ -1184,6 +1184,37 @@ impl Ctx<'_> {
         format!("{:.3}", self.timing.drain_ms as f64 / 1000.0)
     }
 
+    /// The end of every step: the after window, then the measurements; stops the new
+    /// process.
+    #[allow(clippy::too_many_arguments)]
+    async fn conclude(
+        &self,
+        traffic: Traffic,
+        old: &Instance,
+        new: &Instance,
+        before: &BTreeMap<String, u64>,
+        trigger: f64,
+        old_exit: f64,
+        switch_end: f64,
+    ) -> Metrics {
+        tokio::time::sleep(Duration::from_millis(self.timing.after_ms)).await;
+        let (conns, t0) = traffic.finish().await;
+        let kernel = kernel_delta(before, &netstat(), self.isolated);
+        let m = measure(
+            &conns,
+            t0,
+            old,
+            new,
+            trigger,
+            Some(old_exit),
+            switch_end,
+            self.timing,
+            kernel,
+        );
+        new.stop(Duration::from_secs(10)).await;
+        m
+    }
+
     /// The naive baseline: stop the old, start the new on the same ports.
     async fn naive(&self, seed: u64) -> anyhow::Result<Metrics> {
         let n = self.services.count();
@@ -1225,22 +1256,9 @@ impl Ctx<'_> {
         )
         .await?;
         let end = traffic.now();
-        tokio::time::sleep(Duration::from_millis(self.timing.after_ms)).await;
-        let (conns, t0) = traffic.finish().await;
-        let after = netstat();
-        let m = measure(
-            &conns,
-            t0,
-            &old,
-            &new,
-            trigger,
-            Some(old_exit),
-            end,
-            self.timing,
-            kernel_delta(&before, &after, self.isolated),
-        );
-        new.stop(Duration::from_secs(10)).await;
-        Ok(m)
+        Ok(self
+            .conclude(traffic, &old, &new, &before, trigger, old_exit, end)
+            .await)
     }
 
     /// DNAT switch from one binary to the other (`back`: candidate → reference).
@@ -1307,22 +1325,9 @@ impl Ctx<'_> {
         }
         old.stop(Duration::from_secs(10)).await;
         let old_exit = traffic.now();
-        tokio::time::sleep(Duration::from_millis(self.timing.after_ms)).await;
-        let (conns, t0) = traffic.finish().await;
-        let after = netstat();
-        let m = measure(
-            &conns,
-            t0,
-            &old,
-            &new,
-            trigger,
-            Some(old_exit),
-            old_exit,
-            self.timing,
-            kernel_delta(&before, &after, self.isolated),
-        );
-        new.stop(Duration::from_secs(10)).await;
-        Ok(m)
+        Ok(self
+            .conclude(traffic, &old, &new, &before, trigger, old_exit, old_exit)
+            .await)
     }
 
     /// The port's upgrade through `--handover-socket`.
@@ -1380,22 +1385,9 @@ impl Ctx<'_> {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let old_exit = traffic.now();
-        tokio::time::sleep(Duration::from_millis(self.timing.after_ms)).await;
-        let (conns, t0) = traffic.finish().await;
-        let after = netstat();
-        let m = measure(
-            &conns,
-            t0,
-            &old,
-            &new,
-            trigger,
-            Some(old_exit),
-            old_exit,
-            self.timing,
-            kernel_delta(&before, &after, self.isolated),
-        );
-        new.stop(Duration::from_secs(10)).await;
-        Ok(m)
+        Ok(self
+            .conclude(traffic, &old, &new, &before, trigger, old_exit, old_exit)
+            .await)
     }
 }
 

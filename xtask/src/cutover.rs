@@ -8,7 +8,6 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use drills::cutover::{self, CutoverOptions};
-use drills::Scale;
 
 /// Arguments of `cargo xtask cutover`.
 #[derive(Debug, clap::Args)]
@@ -46,22 +45,9 @@ impl Cutover {
     /// written, or a gated criterion failed.
     pub fn run(self) -> anyhow::Result<()> {
         let root = crate::project_root();
-        let candidate = match self.candidate {
-            Some(c) => c,
-            None => crate::dualrun::build_candidate(&root)?,
-        };
-        let reference = self.reference.or_else(|| {
-            std::env::var_os(parity::dualrun::REFERENCE_ENV)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        });
-        let scale = if self.tiny {
-            Scale::Tiny
-        } else if self.quick {
-            Scale::Quick
-        } else {
-            Scale::Full
-        };
+        let candidate = crate::candidate_or_build(self.candidate)?;
+        let reference = crate::reference_or_env(self.reference);
+        let scale = crate::scale(self.tiny, self.quick);
         let out_dir = self
             .out
             .unwrap_or_else(|| root.join("artifacts").join("cutover"));

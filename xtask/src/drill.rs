@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use drills::report::{self, RunOptions};
-use drills::{Scale, Settings, Target};
+use drills::{Settings, Target};
 
 /// Arguments of `cargo xtask drill`.
 #[derive(Debug, clap::Args)]
@@ -46,22 +46,9 @@ impl Drill {
     /// written, or the candidate FAILed a drill.
     pub fn run(self) -> anyhow::Result<()> {
         let root = crate::project_root();
-        let candidate = match self.candidate {
-            Some(c) => c,
-            None => crate::dualrun::build_candidate(&root)?,
-        };
-        let reference = self.reference.or_else(|| {
-            std::env::var_os(parity::dualrun::REFERENCE_ENV)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        });
-        let scale = if self.tiny {
-            Scale::Tiny
-        } else if self.quick {
-            Scale::Quick
-        } else {
-            Scale::Full
-        };
+        let candidate = crate::candidate_or_build(self.candidate)?;
+        let reference = crate::reference_or_env(self.reference);
+        let scale = crate::scale(self.tiny, self.quick);
         let tty = std::io::stderr().is_terminal();
         let opts = RunOptions {
             candidate: Target::new("candidate", candidate),

@@ -49,10 +49,7 @@ impl Image {
         let root = crate::project_root();
         let engine = image::engine().context("no Docker engine answers")?;
         eprintln!("[image] engine: docker {engine}");
-        let candidate = match self.candidate {
-            Some(c) => c,
-            None => crate::dualrun::build_candidate(&root)?,
-        };
+        let candidate = crate::candidate_or_build(self.candidate)?;
         let say = |m: &str| eprintln!("[image] {m}");
         let base = image::ensure_base(self.base.as_deref(), &say)?;
         say(&format!(

@@ -82,6 +82,34 @@ impl Command {
     }
 }
 
+/// The candidate binary: `given`, else this workspace's release build (built now).
+pub(crate) fn candidate_or_build(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match given {
+        Some(c) => Ok(c),
+        None => dualrun::build_candidate(&project_root()),
+    }
+}
+
+/// The reference binary: `given`, else `$MTPROXY_C_BIN` when set and not empty.
+pub(crate) fn reference_or_env(given: Option<PathBuf>) -> Option<PathBuf> {
+    given.or_else(|| {
+        std::env::var_os(parity::dualrun::REFERENCE_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    })
+}
+
+/// The scale of `--tiny` / `--quick` / neither.
+pub(crate) fn scale(tiny: bool, quick: bool) -> drills::Scale {
+    if tiny {
+        drills::Scale::Tiny
+    } else if quick {
+        drills::Scale::Quick
+    } else {
+        drills::Scale::Full
+    }
+}
+
 /// The workspace root: the parent of this crate's directory.
 pub(crate) fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
