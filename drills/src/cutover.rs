@@ -60,6 +60,9 @@ pub const STEPS: &[&str] = &[
 ];
 
 const SECRET: [u8; 16] = [0x6c; 16];
+const PLATFORM: &str = "linux/amd64";
+/// Marks the reference "binary" that is an image (container rehearsal).
+const IMAGE_PREFIX: &str = "image:";
 const LINKS: usize = 4;
 const READY: Duration = Duration::from_secs(25);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -85,6 +88,19 @@ pub struct CutoverOptions {
     pub candidate_env: Vec<(String, String)>,
     /// Try a private network namespace (needs root); `false` runs on the host's loopback.
     pub isolate: bool,
+    /// Run the proxies as linux/amd64 containers (host networking) from these images
+    /// instead of local processes. Containers live in the host's network namespace, so the
+    /// DNAT steps are skipped then.
+    pub images: Option<CutoverImages>,
+}
+
+/// The images of a container rehearsal.
+#[derive(Debug, Clone)]
+pub struct CutoverImages {
+    /// The candidate image (also the "new binary" of the upgrade steps).
+    pub candidate: String,
+    /// The reference image; `None`: the candidate image plays the reference.
+    pub reference: Option<String>,
 }
 
 /// The timings of one scale.
@@ -157,10 +173,16 @@ pub struct CutoverReport {
     pub scale: Scale,
     /// The timings used.
     pub timing: Timing,
-    /// The port.
+    /// The port (a path, or an image under the docker runtime).
     pub candidate: String,
     /// The C build, or `null` when the candidate played the reference.
     pub reference: Option<String>,
+    /// `local` (processes) or `docker` (containers).
+    pub runtime: String,
+    /// Under docker: the containers' platform.
+    pub platform: Option<String>,
+    /// Under docker: the image ids, by role (`candidate`, `reference`).
+    pub images: BTreeMap<String, String>,
     /// `reference` (a C build ran) or `self` (the candidate played both roles).
     pub mode: String,
     /// Whether the rehearsal ran in a private network namespace (kernel counters are the
@@ -724,6 +746,8 @@ impl Services {
 
 struct Spawn<'a> {
     binary: &'a Path,
+    /// Run this image (the binary inside it) instead of `binary`.
+    image: Option<&'a str>,
     label: &'a str,
     env: &'a [(String, String)],
     ports: &'a [(u16, u16)],
@@ -757,7 +781,16 @@ async fn start_instance(s: &Spawn<'_>, services: &Services) -> anyhow::Result<In
                 h.with_extension(format!("{i}.sock")).display().to_string(),
             ]);
         }
-        let mut b = ProxyProcess::builder(s.binary)
+        let mut b = match s.image {
+            Some(image) => ProxyProcess::builder(parity::runtime::DEFAULT_IMAGE_BINARY).launcher(
+                parity::process::Launcher::Docker {
+                    image: image.to_string(),
+                    platform: PLATFORM.into(),
+                },
+            ),
+            None => ProxyProcess::builder(s.binary),
+        };
+        b = b
             .label(format!("{}-{i}", s.label))
             .secrets(&[SECRET])
             .me_targets(&routes)
@@ -935,7 +968,14 @@ pub fn run_blocking(opts: CutoverOptions) -> anyhow::Result<CutoverReport> {
         .name("cutover".into())
         .spawn(move || {
             let mut notes = Vec::new();
+            if opts.images.is_some() && opts.isolate {
+                notes.push(
+                    "containers run in the host's network namespace (--network host): the DNAT steps are skipped"
+                        .into(),
+                );
+            }
             let isolated = opts.isolate
+                && opts.images.is_none()
                 && match enter_namespace() {
                     Ok(()) => true,
                     Err(e) => {
@@ -967,11 +1007,14 @@ async fn run(
             bail!("unknown step {s:?}; steps: {}", STEPS.join(", "));
         }
     }
-    let reference = opts
-        .reference
-        .clone()
-        .unwrap_or_else(|| opts.candidate.clone());
-    if opts.reference.is_none() {
+    let reference_image = opts.images.as_ref().and_then(|i| i.reference.clone());
+    let reference = match (&reference_image, &opts.reference) {
+        (Some(image), _) => PathBuf::from(format!("{IMAGE_PREFIX}{image}")),
+        (None, Some(p)) => p.clone(),
+        (None, None) => opts.candidate.clone(),
+    };
+    let self_mode = reference == opts.candidate;
+    if self_mode {
         notes.push(
             "no reference: no C build given; the candidate plays the reference role (self mode)"
                 .into(),
@@ -982,6 +1025,8 @@ async fn run(
             Ok(()) => Ok(()),
             Err(e) => Err(format!("nftables unusable: {e:#}")),
         }
+    } else if opts.images.is_some() {
+        Err("containers run in the host's network namespace: no private namespace for the DNAT switch".to_string())
     } else {
         Err("needs a private network namespace (root) and nftables".to_string())
     };
@@ -1012,9 +1057,11 @@ async fn run(
         rand::thread_rng().next_u32()
     ));
     std::fs::create_dir_all(&scratch)?;
-    // "A new binary": a copy of the candidate at another path.
+    // "A new binary": a copy of the candidate at another path (the same image in containers).
     let new_binary = scratch.join("mtproto-proxy.new");
-    std::fs::copy(&opts.candidate, &new_binary).context("copying the candidate")?;
+    if opts.images.is_none() {
+        std::fs::copy(&opts.candidate, &new_binary).context("copying the candidate")?;
+    }
     let ctx = Ctx {
         opts: &opts,
         reference: &reference,
@@ -1096,14 +1143,36 @@ async fn run(
         host: parity::report::HostInfo::detect(),
         scale: opts.scale,
         timing,
-        candidate: opts.candidate.display().to_string(),
-        reference: opts.reference.as_ref().map(|p| p.display().to_string()),
-        mode: if opts.reference.is_some() {
-            "reference"
+        candidate: match &opts.images {
+            Some(i) => i.candidate.clone(),
+            None => opts.candidate.display().to_string(),
+        },
+        reference: (!self_mode).then(|| {
+            reference
+                .display()
+                .to_string()
+                .trim_start_matches(IMAGE_PREFIX)
+                .to_string()
+        }),
+        runtime: if opts.images.is_some() {
+            "docker"
         } else {
-            "self"
+            "local"
         }
         .into(),
+        platform: opts.images.as_ref().map(|_| PLATFORM.to_string()),
+        images: opts
+            .images
+            .iter()
+            .flat_map(|i| {
+                [
+                    ("candidate", Some(&i.candidate)),
+                    ("reference", i.reference.as_ref()),
+                ]
+            })
+            .filter_map(|(role, image)| Some((role.to_string(), parity::image::image_id(image?)?)))
+            .collect(),
+        mode: if self_mode { "self" } else { "reference" }.into(),
         isolated,
         notes,
         steps,
@@ -1157,8 +1226,17 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The image that runs `binary` under the docker runtime.
+    fn image_of<'b>(&'b self, binary: &'b Path) -> Option<&'b str> {
+        let images = self.opts.images.as_ref()?;
+        match binary.to_str().and_then(|b| b.strip_prefix(IMAGE_PREFIX)) {
+            Some(image) => Some(image),
+            None => Some(images.candidate.as_str()),
+        }
+    }
+
     fn env_of(&self, binary: &Path) -> &[(String, String)] {
-        if binary == self.reference && self.opts.reference.is_some() {
+        if binary == self.reference && binary != self.opts.candidate {
             &[]
         } else {
             &self.opts.candidate_env
@@ -1222,6 +1300,7 @@ impl Ctx<'_> {
         let old = start_instance(
             &Spawn {
                 binary: self.reference,
+                image: self.image_of(self.reference),
                 label: "old",
                 env: self.env_of(self.reference),
                 ports: &ports,
@@ -1244,6 +1323,7 @@ impl Ctx<'_> {
         let new = start_instance(
             &Spawn {
                 binary: &self.opts.candidate,
+                image: self.image_of(&self.opts.candidate),
                 label: "new",
                 env: &self.opts.candidate_env,
                 ports: &ports,
@@ -1283,6 +1363,7 @@ impl Ctx<'_> {
         let old = start_instance(
             &Spawn {
                 binary: old_bin,
+                image: self.image_of(old_bin),
                 label: "old",
                 env: self.env_of(old_bin),
                 ports: &old_ports,
@@ -1297,6 +1378,7 @@ impl Ctx<'_> {
         let new = start_instance(
             &Spawn {
                 binary: new_bin,
+                image: self.image_of(new_bin),
                 label: "new",
                 env: self.env_of(new_bin),
                 ports: &new_ports,
@@ -1339,6 +1421,7 @@ impl Ctx<'_> {
         let old = start_instance(
             &Spawn {
                 binary: &self.opts.candidate,
+                image: self.image_of(&self.opts.candidate),
                 label: "old",
                 env: &self.opts.candidate_env,
                 ports: &ports,
@@ -1358,6 +1441,7 @@ impl Ctx<'_> {
         let new = start_instance(
             &Spawn {
                 binary: self.new_binary,
+                image: self.image_of(self.new_binary),
                 label: "new",
                 env: &self.opts.candidate_env,
                 ports: &ports,

@@ -349,13 +349,15 @@ impl ProxyProcessBuilder {
                     .arg(format!("parity-{}-{}-{n}", self.label, std::process::id()));
                 c.arg("-v")
                     .arg(format!("{}:{}:ro", dir.display(), dir.display()));
-                // A `-l FILE` names a host path: its folder is mounted at the same place.
-                if let Some(folder) = args
+                // `-l FILE` and `--handover-socket PATH` name host paths: their folders are
+                // mounted at the same place.
+                let folders: std::collections::BTreeSet<PathBuf> = args
                     .windows(2)
-                    .find(|w| w[0] == "-l")
-                    .and_then(|w| Path::new(&w[1]).parent().map(Path::to_path_buf))
+                    .filter(|w| w[0] == "-l" || w[0] == "--handover-socket")
+                    .filter_map(|w| Path::new(&w[1]).parent().map(Path::to_path_buf))
                     .filter(|f| f.is_absolute())
-                {
+                    .collect();
+                for folder in folders {
                     c.arg("-v")
                         .arg(format!("{}:{}", folder.display(), folder.display()));
                 }

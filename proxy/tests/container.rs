@@ -293,7 +293,7 @@ fn the_image_contract_exit_codes_and_generated_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 // The guard only keeps the container tests (each on its own runtime) from overlapping.
 #[allow(clippy::await_holding_lock)]
-async fn a_dual_run_and_a_drill_in_containers() {
+async fn a_dual_run_a_drill_and_an_upgrade_rehearsal_in_containers() {
     let Some(image) = image_or_skip("a_dual_run_in_containers") else {
         return;
     };
@@ -334,7 +334,8 @@ async fn a_dual_run_and_a_drill_in_containers() {
 
     // One drill with the proxy in a container.
     let mut target = drills::Target::new("candidate", parity::runtime::DEFAULT_IMAGE_BINARY);
-    target.image = Some(image);
+    target.image = Some(image.clone());
+    let target_image = image;
     let dout = std::env::temp_dir().join(format!("mtproxy-container-drill-{}", std::process::id()));
     let said: Arc<Mutex<Vec<String>>> = Arc::default();
     let s2 = said.clone();
@@ -352,4 +353,38 @@ async fn a_dual_run_and_a_drill_in_containers() {
     .unwrap();
     assert_eq!(report.exit_code(), 0, "{}", report.table());
     let _ = std::fs::remove_dir_all(dout);
+
+    // The port's upgrade from one container to another (the handover socket's folder is
+    // mounted into both; the listening sockets pass between them).
+    let cout =
+        std::env::temp_dir().join(format!("mtproxy-container-cutover-{}", std::process::id()));
+    let image = target_image;
+    let report = tokio::task::spawn_blocking(move || {
+        drills::cutover::run_blocking(drills::cutover::CutoverOptions {
+            candidate: PathBuf::from(CANDIDATE),
+            reference: None,
+            scale: drills::Scale::Tiny,
+            only: vec!["upgrade_port".into()],
+            out_dir: cout,
+            candidate_env: Vec::new(),
+            isolate: true,
+            images: Some(drills::cutover::CutoverImages {
+                candidate: image,
+                reference: None,
+            }),
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(report.runtime, "docker");
+    assert_eq!(report.platform.as_deref(), Some("linux/amd64"));
+    assert!(report.images.contains_key("candidate"));
+    let step = &report.steps[0];
+    assert_eq!(step.result, "PASS", "{}", report.table());
+    let m = step.metrics.as_ref().unwrap();
+    assert!(
+        m.served_by.get("old").copied().unwrap_or(0) > 0
+            && m.served_by.get("new").copied().unwrap_or(0) > 0
+    );
 }

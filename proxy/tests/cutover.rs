@@ -36,6 +36,7 @@ fn rehearse(tag: &str, only: &[&str], env: &[(&str, &str)]) -> (CutoverReport, P
             .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
             .collect(),
         isolate: true,
+        images: None,
     })
     .expect("the rehearsal runs");
     (report, out)

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use drills::cutover::{self, CutoverOptions};
+use drills::cutover::{self, CutoverImages, CutoverOptions};
 
 /// Arguments of `cargo xtask cutover`.
 #[derive(Debug, clap::Args)]
@@ -32,6 +32,13 @@ pub struct Cutover {
     /// Run on the host's loopback even as root (the DNAT steps are then skipped).
     #[arg(long)]
     no_namespace: bool,
+    /// Run in containers: the candidate image (see `cargo xtask image`). Containers use
+    /// the host's network, so the DNAT steps are skipped.
+    #[arg(long, value_name = "IMAGE")]
+    candidate_image: Option<String>,
+    /// Run in containers: the reference image (default: the candidate image, self mode).
+    #[arg(long, value_name = "IMAGE", requires = "candidate_image")]
+    reference_image: Option<String>,
     /// Where the report goes.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -59,6 +66,10 @@ impl Cutover {
             out_dir: out_dir.clone(),
             candidate_env: Vec::new(),
             isolate: !self.no_namespace,
+            images: self.candidate_image.map(|candidate| CutoverImages {
+                candidate,
+                reference: self.reference_image,
+            }),
         })?;
         for n in &report.notes {
             eprintln!("[cutover] note: {n}");
