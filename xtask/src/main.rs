@@ -16,6 +16,8 @@
 //!   criterion fails).
 //! * `image` — linux/amd64 images from local material (debootstrap base, cached; the
 //!   candidate from the release binary; the reference wrapping a given C binary).
+//! * `coverage` — the functional coverage report of the migration (13 domains: modules,
+//!   tests found by attribute, the latest evidence, divergences, line coverage).
 //! * `tidy` — the source checks that also run as tests under `cargo test` (the protocol
 //!   core stays sans-IO; every crate root forbids unsafe code).
 //!
@@ -32,6 +34,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod coverage;
 mod cutover;
 mod drill;
 mod dualrun;
@@ -64,6 +67,8 @@ enum Command {
     Cutover(cutover::Cutover),
     /// Build linux/amd64 images from local material (candidate, and reference from a C binary).
     Image(image::Image),
+    /// Write the functional coverage report of the migration (artifacts/coverage/).
+    Coverage(coverage::Coverage),
     /// Run the source checks (also run as tests by `cargo test`).
     Tidy(tidy::Tidy),
 }
@@ -77,6 +82,7 @@ impl Command {
             Command::Drill(cmd) => cmd.run(),
             Command::Cutover(cmd) => cmd.run(),
             Command::Image(cmd) => cmd.run(),
+            Command::Coverage(cmd) => cmd.run(),
             Command::Tidy(cmd) => cmd.run(),
         }
     }

@@ -48,3 +48,52 @@ mod tests {
         assert_eq!(at(4_102_444_800), "2100-01-01T00:00:00Z");
     }
 }
+
+/// Seconds since the epoch of an RFC 3339 UTC time `YYYY-MM-DDTHH:MM:SSZ` (fractions of a
+/// second and a `+00:00` suffix are accepted); `None` when it is not one.
+pub(crate) fn parse_rfc3339_utc(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<u64> { s.get(r)?.parse().ok() };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from civil (the inverse of `civil_from_days`).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = (era * 146_097 + doe).checked_sub(719_468)?;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn parsing_inverts_formatting() {
+        for secs in [0u64, 951_782_400, 1_795_624_644, 4_102_444_800] {
+            let t = UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            assert_eq!(parse_rfc3339_utc(&rfc3339_utc(t)), Some(secs));
+        }
+        assert_eq!(
+            parse_rfc3339_utc("2026-12-03T13:45:55.123Z"),
+            Some(1_796_305_555)
+        );
+        assert_eq!(parse_rfc3339_utc("yesterday"), None);
+        assert_eq!(parse_rfc3339_utc("2026-13-03T13:45:55Z"), None);
+    }
+}
