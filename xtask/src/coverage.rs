@@ -187,7 +187,7 @@ fn build(root: &Path, out: &Path) -> anyhow::Result<Report> {
             errors.join("\n  ")
         );
     }
-    let line_coverage = files.as_ref().map(|f| summarize(f));
+    let line_coverage = files.as_ref().map(summarize);
     Ok(Report {
         schema_version: SCHEMA_VERSION.into(),
         generated_at: crate::time::rfc3339_utc(std::time::SystemTime::now()),
