@@ -345,8 +345,7 @@ impl ProxyProcessBuilder {
             Launcher::Docker { image, platform } => {
                 let mut c = Command::new("docker");
                 c.args(["run", "--rm", "--network", "host", "--platform", platform]);
-                c.arg("--name")
-                    .arg(format!("parity-{}-{}-{n}", self.label, std::process::id()));
+                c.arg("--name").arg(container_name(&self.label, n));
                 c.arg("-v")
                     .arg(format!("{}:{}:ro", dir.display(), dir.display()));
                 // `-l FILE` and `--handover-socket PATH` name host paths: their folders are
@@ -439,6 +438,7 @@ impl ProxyProcessBuilder {
             log,
             exit: rx,
             _readers: readers,
+            container: docker.then(|| container_name(&self.label, n)),
             _temp: temp,
         })
     }
@@ -462,6 +462,8 @@ pub struct ProxyProcess {
     log: Arc<Mutex<Vec<LogLine>>>,
     exit: watch::Receiver<Option<ExitInfo>>,
     _readers: Vec<tokio::task::JoinHandle<()>>,
+    /// The container's name under the docker launcher.
+    container: Option<String>,
     _temp: TempDir,
 }
 
@@ -685,9 +687,23 @@ impl ProxyProcess {
     }
 }
 
+/// The name of instance `n`'s container.
+fn container_name(label: &str, n: u64) -> String {
+    format!("parity-{label}-{}-{n}", std::process::id())
+}
+
 impl Drop for ProxyProcess {
     fn drop(&mut self) {
         if self.exit_info().is_none() {
+            // Killing the docker CLI leaves its container running: remove the container.
+            if let Some(name) = &self.container {
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f", name])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn();
+            }
             if let Ok(pid) = i32::try_from(self.pid) {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
             }

@@ -494,6 +494,13 @@ fn measure(root: &Path, out: &Path) -> anyhow::Result<()> {
             "--engine",
             "ptrace",
             "--skip-clean",
+            // Timing-sensitive tests (drills, rehearsals) may fail when ptrace slows the
+            // harness: the lines they ran still count.
+            "--no-fail-fast",
+            // Its own build folder: tarpaulin's flags would otherwise rebuild everything in
+            // target/debug, and the next plain build would rebuild it all again.
+            "--target-dir",
+            "target/tarpaulin",
             "--timeout",
             "900",
             "--out",
