@@ -538,11 +538,14 @@ fn tarpaulin_files(v: &serde_json::Value, root: &Path) -> BTreeMap<String, (u64,
             serde_json::Value::String(s) => PathBuf::from(s),
             _ => continue,
         };
-        let rel = path
-            .strip_prefix(root)
-            .unwrap_or(&path)
-            .to_string_lossy()
-            .into_owned();
+        // Only the workspace's own sources (not generated files under target/).
+        let Ok(rel) = path.strip_prefix(root) else {
+            continue;
+        };
+        let rel = rel.to_string_lossy().into_owned();
+        if rel.starts_with("target/") {
+            continue;
+        }
         let covered = f["covered"].as_u64().unwrap_or(0);
         let coverable = f["coverable"].as_u64().unwrap_or(0);
         out.insert(rel, (covered, coverable));
