@@ -1226,6 +1226,28 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// How to start `binary` as `label` on `ports`: its image (under docker) and
+    /// environment follow from the binary; no workers, no handover socket, wait for ready.
+    fn spawn<'a>(
+        &'a self,
+        binary: &'a Path,
+        label: &'a str,
+        ports: &'a [(u16, u16)],
+        extra: &'a [String],
+    ) -> Spawn<'a> {
+        Spawn {
+            binary,
+            image: self.image_of(binary),
+            label,
+            env: self.env_of(binary),
+            ports,
+            workers: 0,
+            extra,
+            handover: None,
+            wait: true,
+        }
+    }
+
     /// The image that runs `binary` under the docker runtime.
     fn image_of<'b>(&'b self, binary: &'b Path) -> Option<&'b str> {
         let images = self.opts.images.as_ref()?;
@@ -1298,17 +1320,7 @@ impl Ctx<'_> {
         let n = self.services.count();
         let ports = ports(n)?;
         let old = start_instance(
-            &Spawn {
-                binary: self.reference,
-                image: self.image_of(self.reference),
-                label: "old",
-                env: self.env_of(self.reference),
-                ports: &ports,
-                workers: 0,
-                extra: &[],
-                handover: None,
-                wait: true,
-            },
+            &self.spawn(self.reference, "old", &ports, &[]),
             self.services,
         )
         .await?;
@@ -1321,17 +1333,7 @@ impl Ctx<'_> {
             .await;
         let old_exit = traffic.now();
         let new = start_instance(
-            &Spawn {
-                binary: &self.opts.candidate,
-                image: self.image_of(&self.opts.candidate),
-                label: "new",
-                env: &self.opts.candidate_env,
-                ports: &ports,
-                workers: 0,
-                extra: &[],
-                handover: None,
-                wait: true,
-            },
+            &self.spawn(&self.opts.candidate, "new", &ports, &[]),
             self.services,
         )
         .await?;
@@ -1361,32 +1363,12 @@ impl Ctx<'_> {
         };
         let (old_extra, new_extra) = (extra_for(old_bin), extra_for(new_bin));
         let old = start_instance(
-            &Spawn {
-                binary: old_bin,
-                image: self.image_of(old_bin),
-                label: "old",
-                env: self.env_of(old_bin),
-                ports: &old_ports,
-                workers: 0,
-                extra: &old_extra,
-                handover: None,
-                wait: true,
-            },
+            &self.spawn(old_bin, "old", &old_ports, &old_extra),
             self.services,
         )
         .await?;
         let new = start_instance(
-            &Spawn {
-                binary: new_bin,
-                image: self.image_of(new_bin),
-                label: "new",
-                env: self.env_of(new_bin),
-                ports: &new_ports,
-                workers: 0,
-                extra: &new_extra,
-                handover: None,
-                wait: true,
-            },
+            &self.spawn(new_bin, "new", &new_ports, &new_extra),
             self.services,
         )
         .await?;
@@ -1420,15 +1402,9 @@ impl Ctx<'_> {
         let extra = vec!["--drain-timeout".to_string(), self.drain_secs()];
         let old = start_instance(
             &Spawn {
-                binary: &self.opts.candidate,
-                image: self.image_of(&self.opts.candidate),
-                label: "old",
-                env: &self.opts.candidate_env,
-                ports: &ports,
                 workers,
-                extra: &extra,
                 handover: Some(&sock),
-                wait: true,
+                ..self.spawn(&self.opts.candidate, "old", &ports, &extra)
             },
             self.services,
         )
@@ -1440,15 +1416,10 @@ impl Ctx<'_> {
         let trigger = traffic.now();
         let new = start_instance(
             &Spawn {
-                binary: self.new_binary,
-                image: self.image_of(self.new_binary),
-                label: "new",
-                env: &self.opts.candidate_env,
-                ports: &ports,
                 workers,
-                extra: &extra,
                 handover: Some(&sock),
                 wait: false,
+                ..self.spawn(self.new_binary, "new", &ports, &extra)
             },
             self.services,
         )
