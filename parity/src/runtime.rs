@@ -119,18 +119,11 @@ impl Runtime {
 
     /// Image id (`docker image inspect`) for the report's sha256 field.
     pub async fn image_id(image: &str) -> Option<String> {
-        let o = Command::new("docker")
-            .args(["image", "inspect", "--format", "{{.Id}}", image])
-            .kill_on_drop(true)
-            .output()
+        let image = image.to_string();
+        let id = tokio::task::spawn_blocking(move || crate::image::image_id(&image))
             .await
-            .ok()?;
-        o.status.success().then(|| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .trim_start_matches("sha256:")
-                .to_string()
-        })
+            .ok()??;
+        Some(id.trim_start_matches("sha256:").to_string())
     }
 }
 

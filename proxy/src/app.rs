@@ -459,16 +459,7 @@ impl App {
                 g
             }
         };
-        // `/stats` stops with the clients' accepting: after a handover the new process
-        // answers on the same socket.
-        let accepting = shutdown.child_token();
-        {
-            let (retire, accepting) = (gates.retire.clone(), accepting.clone());
-            tokio::spawn(async move {
-                retire.cancelled().await;
-                accepting.cancel();
-            });
-        }
+        let accepting = until_shutdown_or_retired(&shutdown, &gates.retire);
         if let Some(l) = stats_listener {
             let app = self.clone();
             let sh = shared.clone();
@@ -564,17 +555,17 @@ impl App {
             );
             tokio::time::sleep(Duration::from_secs_f64(secs)).await;
         }
-        match tokio::task::spawn_blocking(move || t.confirm()).await {
-            Ok(Ok(old)) => {
+        let confirmed = tokio::task::spawn_blocking(move || t.confirm())
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
+        match confirmed {
+            Ok(old) => {
                 tracing::info!(
                     old_pid = old,
                     "handover complete: serving; the old process stops accepting and drains"
                 );
                 Ok(())
-            }
-            Ok(Err(e)) => {
-                shutdown.cancel();
-                Err(Fatal::one(format!("fatal: handover not confirmed: {e}")))
             }
             Err(e) => {
                 shutdown.cancel();
@@ -711,14 +702,7 @@ impl App {
             .map(|h| offer_of(&listeners, stats_listener.as_ref(), h));
         self.drop_privileges(true)?;
         let retire = CancellationToken::new();
-        let accepting = shutdown.child_token();
-        {
-            let (retire, accepting) = (retire.clone(), accepting.clone());
-            tokio::spawn(async move {
-                retire.cancelled().await;
-                accepting.cancel();
-            });
-        }
+        let accepting = until_shutdown_or_retired(&shutdown, &retire);
         if let Some(l) = stats_listener {
             let app = self.clone();
             let m = master.clone();
@@ -931,6 +915,23 @@ fn planted_flag_xor() -> u32 {
         .ok()
         .and_then(|v| u32::from_str_radix(v.trim().trim_start_matches("0x"), 16).ok())
         .unwrap_or(0)
+}
+
+/// A token cancelled on shutdown, or when the sockets were handed over (`retire`): what
+/// stops `/stats` answering, since after a handover the new process answers on that socket.
+fn until_shutdown_or_retired(
+    shutdown: &CancellationToken,
+    retire: &CancellationToken,
+) -> CancellationToken {
+    let accepting = shutdown.child_token();
+    let (retire, token) = (retire.clone(), accepting.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            () = retire.cancelled() => token.cancel(),
+            () = token.cancelled() => {}
+        }
+    });
+    accepting
 }
 
 /// A debug-build-only test switch: whether the environment variable `name` is set.
