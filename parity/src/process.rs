@@ -158,6 +158,14 @@ pub struct ProxyProcessBuilder {
 
 static INSTANCE: AtomicU64 = AtomicU64::new(0);
 
+/// How often [`ProxyProcessBuilder::spawn`] starts a process again on fresh ports after it
+/// lost a port it was given to another socket.
+pub const PORT_RETRIES: u32 = 4;
+
+/// How long [`ProxyProcessBuilder::spawn`] watches a start for a lost port race: until both
+/// ports listen, the process exits, or this much time passed.
+const PORT_SETTLE: Duration = Duration::from_secs(10);
+
 impl ProxyProcessBuilder {
     /// Client secrets (`-S`, hex).
     pub fn secrets(mut self, secrets: &[[u8; 16]]) -> Self {
@@ -298,7 +306,34 @@ impl ProxyProcessBuilder {
     }
 
     /// Write the files, pick ports, start the process.
+    ///
+    /// A port the OS chose (bind 0, read, release) can be taken by someone else before the
+    /// proxy binds it: an outgoing connection of a concurrent test gets its local port from
+    /// the same range. So where this builder chose a port, it watches the start until the
+    /// ports listen or the process exits, and if the process died of "Address already in
+    /// use", starts it again on fresh ports (at most [`PORT_RETRIES`] times). Ports the caller
+    /// gave are its own business: that process is returned as it started.
     pub async fn spawn(self) -> anyhow::Result<ProxyProcess> {
+        let chosen = self.client_port.is_none() || self.stats_port.is_none();
+        let mut attempt = 0;
+        loop {
+            let mut p = self.clone().spawn_once().await?;
+            if !chosen || attempt == PORT_RETRIES {
+                return Ok(p);
+            }
+            if !p.lost_port_race(PORT_SETTLE).await {
+                return Ok(p);
+            }
+            tracing::debug!(
+                label = %self.label,
+                attempt,
+                "a chosen port was taken before the proxy bound it; starting it on fresh ports"
+            );
+            attempt += 1;
+        }
+    }
+
+    async fn spawn_once(self) -> anyhow::Result<ProxyProcess> {
         let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -540,6 +575,36 @@ impl ProxyProcess {
     /// How it exited, if it has.
     pub fn exit_info(&self) -> Option<ExitInfo> {
         *self.exit.borrow()
+    }
+
+    /// Watch the start (at most `bound`): true when the process exited because a port it was
+    /// given was in use; false once both ports listen, it exited for another reason, or the
+    /// bound passed. Listening is read from the kernel's socket table (`/proc/thread-self/net`,
+    /// the caller's network namespace), so nothing connects to the proxy and no counter moves.
+    async fn lost_port_race(&mut self, bound: Duration) -> bool {
+        let deadline = Instant::now() + bound;
+        let mut exit = self.exit.clone();
+        let mut backoff = Duration::from_millis(2);
+        let ports = [self.client_addr.port(), self.stats_addr.port()];
+        loop {
+            if self.exit_info().is_some() {
+                // Its output ends with the pipes; read all of it before judging.
+                for r in &mut self._readers {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
+                }
+                self._readers.clear();
+                return self
+                    .log_lines()
+                    .iter()
+                    .any(|l| l.line.contains("Address already in use"));
+            }
+            if ports.iter().all(|p| listening(*p)) || Instant::now() >= deadline {
+                return false;
+            }
+            let wait = backoff.min(deadline.saturating_duration_since(Instant::now()));
+            let _ = tokio::time::timeout(wait, exit.changed()).await;
+            backoff = (backoff * 2).min(Duration::from_millis(50));
+        }
     }
 
     /// Wait until the client port accepts a TCP connection and (with `--http-stats`) the
@@ -817,10 +882,49 @@ pub fn parse_stats_response(resp: &[u8]) -> anyhow::Result<BTreeMap<String, Stri
         .collect())
 }
 
-/// An OS-chosen free loopback port (bind 127.0.0.1:0, read it, release it).
+/// An OS-chosen free loopback port (bind 127.0.0.1:0, read it, release it). A port this
+/// process handed out in the last few hundred calls is not handed out again, so two fixtures
+/// of one test binary never share one.
 pub fn free_port() -> anyhow::Result<u16> {
-    let l = StdListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind 127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+    static RECENT: Mutex<std::collections::VecDeque<u16>> =
+        Mutex::new(std::collections::VecDeque::new());
+    const REMEMBER: usize = 512;
+    for _ in 0..64 {
+        let l = StdListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind 127.0.0.1:0")?;
+        let port = l.local_addr()?.port();
+        let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.contains(&port) {
+            continue;
+        }
+        if recent.len() == REMEMBER {
+            recent.pop_front();
+        }
+        recent.push_back(port);
+        return Ok(port);
+    }
+    bail!("bind 127.0.0.1:0 kept returning ports handed out moments ago")
+}
+
+/// Whether a TCP socket listens on `port` (any address) in the calling thread's network
+/// namespace, read from `/proc/thread-self/net/tcp{,6}`.
+fn listening(port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    ["tcp", "tcp6"].iter().any(|f| {
+        std::fs::read_to_string(format!("/proc/thread-self/net/{f}"))
+            .map(|t| {
+                t.lines().skip(1).any(|l| {
+                    let mut cols = l.split_whitespace();
+                    let local = cols.nth(1).unwrap_or("");
+                    let state = cols.nth(1).unwrap_or("");
+                    state == LISTEN
+                        && local
+                            .rsplit_once(':')
+                            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                            == Some(port)
+                })
+            })
+            .unwrap_or(false)
+    })
 }
 
 async fn capture<R: tokio::io::AsyncRead + Unpin>(
@@ -863,6 +967,71 @@ impl Drop for TempDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listening_reads_the_kernel_socket_table() {
+        let l = StdListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(listening(port));
+        drop(l);
+        assert!(!listening(port));
+    }
+
+    #[test]
+    fn free_port_does_not_hand_out_a_port_twice() {
+        let ports: Vec<u16> = (0..200).map(|_| free_port().unwrap()).collect();
+        let unique: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert_eq!(unique.len(), ports.len());
+    }
+
+    /// A stand-in binary loses its port race twice ("Address already in use"), then starts:
+    /// spawn starts it again on fresh ports each time and returns the third start.
+    #[tokio::test]
+    async fn a_start_that_lost_its_port_is_started_again_on_fresh_ports() {
+        let dir = std::env::temp_dir().join(format!("parity-port-race-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let _t = TempDir(dir.clone());
+        let script = dir.join("stand-in");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\nn=$(cat \"$RUNS\" 2>/dev/null || echo 0)\necho $((n+1)) > \"$RUNS\"\n\
+             echo \"$*\" >> \"$RUNS.args\"\n\
+             if [ \"$n\" -lt 2 ]; then echo 'fatal: cannot open stats port: Address already in use (os error 98)' >&2; exit 1; fi\n\
+             echo started; exit 3\n",
+        )
+        .unwrap();
+        set_mode(&script, 0o755).unwrap();
+        let runs = dir.join("runs");
+        let p = ProxyProcess::builder(&script)
+            .env("RUNS", runs.display().to_string())
+            .spawn()
+            .await
+            .unwrap();
+        let mut exit = p.exit.clone();
+        let _ = exit.wait_for(Option::is_some).await;
+        assert_eq!(p.exit_info().and_then(|e| e.code), Some(3));
+        assert_eq!(std::fs::read_to_string(&runs).unwrap().trim(), "3");
+        // Every start had its own ports.
+        let args = std::fs::read_to_string(dir.join("runs.args")).unwrap();
+        let ports: std::collections::BTreeSet<&str> = args
+            .lines()
+            .filter_map(|l| l.split(" -p ").nth(1)?.split(' ').next())
+            .collect();
+        assert_eq!(ports.len(), 3, "{args}");
+
+        // With ports the caller chose, the first start is returned as it is.
+        std::fs::remove_file(&runs).unwrap();
+        let p = ProxyProcess::builder(&script)
+            .env("RUNS", runs.display().to_string())
+            .client_port(free_port().unwrap())
+            .stats_port(free_port().unwrap())
+            .spawn()
+            .await
+            .unwrap();
+        let mut exit = p.exit.clone();
+        let _ = exit.wait_for(Option::is_some).await;
+        assert_eq!(p.exit_info().and_then(|e| e.code), Some(1));
+    }
 
     #[test]
     fn multi_conf_groups_targets_per_dc() {
