@@ -291,6 +291,8 @@ impl App {
                 None => -1,
             },
             msg_buffers_size: u64::try_from(self.opts.msg_buffers_size).unwrap_or(0),
+            open_fds: crate::os::open_fds(),
+            max_fds: crate::os::max_fds(),
         }
     }
 
@@ -383,6 +385,9 @@ impl App {
             }),
             _ => None,
         };
+        if self.worker.is_none() {
+            crate::links::log_links(o);
+        }
         let shutdown = self.shutdown.clone();
         let is_master = self.worker.is_none() && o.workers > 0;
         if is_master {

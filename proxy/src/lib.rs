@@ -17,8 +17,10 @@
 #![deny(unsafe_code)]
 
 pub mod app;
+pub mod check;
 pub mod config;
 pub mod handover;
+pub mod links;
 pub mod logging;
 pub mod net;
 pub mod os;

@@ -30,6 +30,9 @@ fn main() -> ExitCode {
             return exit_code(exit.code);
         }
     };
+    if opts.check {
+        return self_check(&opts);
+    }
     // A `-M` worker never opens the `-l` file: it logs through its master (see
     // `LogSink::to_master`), so it needs no rights on the file or its directory.
     let is_worker = std::env::var_os(mtproxy::supervisor::WORKER_ENV).is_some();
@@ -86,6 +89,41 @@ fn main() -> ExitCode {
         Ok(code) => exit_code(code),
         Err(f) => fatal(&f),
     }
+}
+
+/// `--check`: one line per check on stdout; exit 1 when any failed.
+fn self_check(opts: &cli::Options) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "fatal: cannot start the runtime: {e}");
+            return exit_code(1);
+        }
+    };
+    let lines = runtime.block_on(mtproxy::check::run(opts));
+    let mut out = std::io::stdout().lock();
+    for l in &lines {
+        let _ = writeln!(out, "{l}");
+    }
+    let code = mtproxy::check::exit_code(&lines);
+    let failed = lines
+        .iter()
+        .filter(|l| l.status == mtproxy::check::Status::Fail)
+        .count();
+    let _ = writeln!(
+        out,
+        "{}",
+        if failed == 0 {
+            "check passed".to_string()
+        } else {
+            format!("check failed: {failed} of {} checks", lines.len())
+        }
+    );
+    let _ = out.flush();
+    exit_code(code)
 }
 
 fn fatal(f: &mtproxy::app::Fatal) -> ExitCode {

@@ -125,6 +125,16 @@ pub fn memory_usage() -> (u64, u64, u64) {
         .unwrap_or_default()
 }
 
+/// Open file descriptors of this process (entries of `/proc/self/fd`; 0 when unreadable).
+pub fn open_fds() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
+}
+
+/// The soft `RLIMIT_NOFILE`.
+pub fn max_fds() -> u64 {
+    getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

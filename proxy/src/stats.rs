@@ -6,23 +6,44 @@
 //! that can be summed across workers (the `-M` master sums its workers' snapshots, as C
 //! sums them through shared memory) and serialised between processes.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 /// Declares the live counters, the plain snapshot with the same fields, and the copy
 /// between them, so that a counter cannot be added to one and forgotten in the other.
+/// Each field is marked `counter` (only ever grows) or `gauge` (a current level), which is
+/// its Prometheus type; its doc comment is its `# HELP` text.
 macro_rules! counters {
-    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+    ($( $(#[doc = $doc:literal])* $kind:ident $name:ident ),* $(,)?) => {
         /// Live counters, shared by every task of one process.
         #[derive(Debug, Default)]
-        pub struct Counters { $( $(#[$doc])* pub $name: AtomicI64, )* }
+        pub struct Counters {
+            $( $(#[doc = $doc])* pub $name: AtomicI64, )*
+            /// Connections and traffic per secret and per dc.
+            pub labelled: Labelled,
+            /// Middle-end round trips.
+            pub me_rtt: Histogram,
+        }
 
         /// A point-in-time copy of [`Counters`] plus the facts `/stats` reports.
         #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
         pub struct Snapshot {
-            $( $(#[$doc])* pub $name: i64, )*
+            $( $(#[doc = $doc])* pub $name: i64, )*
+            /// Connections and traffic per secret: its index among the `-S` secrets, or `none`
+            /// for a client accepted without one (no `-S`).
+            #[serde(default)]
+            pub by_secret: BTreeMap<String, TrafficSnapshot>,
+            /// Connections and traffic per dc (negative: media).
+            #[serde(default)]
+            pub by_dc: BTreeMap<i16, TrafficSnapshot>,
+            /// Middle-end round trips.
+            #[serde(default)]
+            pub me_rtt: HistogramSnapshot,
             /// Facts that are not summed across workers.
             pub info: Info,
         }
@@ -30,7 +51,14 @@ macro_rules! counters {
         impl Counters {
             /// Copies every counter into a snapshot carrying `info`.
             pub fn snapshot(&self, info: Info) -> Snapshot {
-                Snapshot { $( $name: self.$name.load(Relaxed), )* info }
+                let (by_secret, by_dc) = self.labelled.snapshot();
+                Snapshot {
+                    $( $name: self.$name.load(Relaxed), )*
+                    by_secret,
+                    by_dc,
+                    me_rtt: self.me_rtt.snapshot(),
+                    info,
+                }
             }
         }
 
@@ -38,6 +66,13 @@ macro_rules! counters {
             /// Adds `other`'s counters into `self` (for summing workers); `info` is kept.
             pub fn add(&mut self, other: &Snapshot) {
                 $( self.$name += other.$name; )*
+                for (k, v) in &other.by_secret {
+                    self.by_secret.entry(k.clone()).or_default().add(v);
+                }
+                for (k, v) in &other.by_dc {
+                    self.by_dc.entry(*k).or_default().add(v);
+                }
+                self.me_rtt.add(&other.me_rtt);
             }
 
             /// Every counter as `(name, value)`, in declaration order.
@@ -45,132 +80,162 @@ macro_rules! counters {
                 vec![$( (stringify!($name), self.$name), )*]
             }
         }
+
+        /// Every field of [`Counters`]: its name, kind and help text, in declaration order.
+        pub const FAMILIES: &[Family] = &[
+            $( Family {
+                name: stringify!($name),
+                kind: Kind::$kind,
+                help: concat!($($doc),*),
+            }, )*
+        ];
     };
+}
+
+/// The Prometheus type of a [`Counters`] field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(non_camel_case_types)]
+pub enum Kind {
+    /// Only ever grows (until the process restarts).
+    counter,
+    /// A current level: goes up and down.
+    gauge,
+}
+
+/// Name, kind and help text of one [`Counters`] field.
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    /// The field (and C `/stats` key) name.
+    pub name: &'static str,
+    /// Counter or gauge.
+    pub kind: Kind,
+    /// The doc comment.
+    pub help: &'static str,
 }
 
 counters! {
     /// Client packets forwarded to a middle-end as RPC_PROXY_REQ.
-    tot_forwarded_queries,
+    counter tot_forwarded_queries,
     /// Kept for C compatibility; always 0.
-    expired_forwarded_queries,
+    counter expired_forwarded_queries,
     /// Client packets dropped because no middle-end connection was available.
-    dropped_queries,
+    counter dropped_queries,
     /// RPC_PROXY_ANS delivered to a client.
-    tot_forwarded_responses,
+    counter tot_forwarded_responses,
     /// RPC_PROXY_ANS for an unknown or closed client (answered with RPC_CLOSE_CONN).
-    dropped_responses,
+    counter dropped_responses,
     /// RPC_SIMPLE_ACK delivered to a client as a quick ack.
-    tot_forwarded_simple_acks,
+    counter tot_forwarded_simple_acks,
     /// RPC_SIMPLE_ACK for an unknown or closed client.
-    dropped_simple_acks,
+    counter dropped_simple_acks,
     /// Middle-end targets with at least one ready connection.
-    total_ready_targets,
+    gauge total_ready_targets,
     /// Middle-end targets allocated (distinct ip:port of the config).
-    total_allocated_targets,
+    gauge total_allocated_targets,
     /// Middle-end targets declared by the config.
-    total_declared_targets,
+    gauge total_declared_targets,
     /// Targets no longer in the config but still draining.
-    total_inactive_targets,
+    gauge total_inactive_targets,
     /// Open sockets: clients, middle-end links and stats connections.
-    total_connections,
+    gauge total_connections,
     /// Live AES contexts: ready middle-end links plus identified clients.
-    total_encrypted_connections,
+    gauge total_encrypted_connections,
     /// Outbound (middle-end) sockets open.
-    total_allocated_outbound_connections,
+    gauge total_allocated_outbound_connections,
     /// Inbound (client and stats) sockets open.
-    total_allocated_inbound_connections,
+    gauge total_allocated_inbound_connections,
     /// Accepted client sockets currently open.
-    total_special_connections,
+    gauge total_special_connections,
     /// The accept cap (`-C`, else `-c`).
-    total_max_special_connections,
+    gauge total_max_special_connections,
     /// Client↔middle-end bindings currently live.
-    ext_connections,
+    gauge ext_connections,
     /// Client↔middle-end bindings ever created.
-    ext_connections_created,
+    counter ext_connections_created,
     /// Bytes buffered for clients and middle-end links.
-    total_network_buffers_used_size,
+    gauge total_network_buffers_used_size,
     /// Client packets rejected by the acceptance rules.
-    mtproto_proxy_errors,
+    counter mtproto_proxy_errors,
     /// Clients closed by the global buffer budget (least recently active first).
-    connections_failed_lru,
+    counter connections_failed_lru,
     /// Clients closed for exceeding the per-connection buffer cap.
-    connections_failed_flood,
+    counter connections_failed_flood,
     /// Requests answered by the stats listener.
-    http_queries,
+    counter http_queries,
     /// Middle-end connections ever created (outbound connects started).
-    outbound_connections_created,
+    counter outbound_connections_created,
     /// Middle-end connections that completed the RPC handshake and are up.
-    ready_outbound_connections,
+    gauge ready_outbound_connections,
     /// Client listening sockets.
-    listening_connections,
+    gauge listening_connections,
     /// Middle-end connect or handshake failures.
-    total_connect_failures,
+    counter total_connect_failures,
     /// Client connections ever accepted.
-    inbound_connections_accepted,
+    counter inbound_connections_accepted,
     /// Connections refused because the accept cap was reached.
-    accept_connection_limit_failed,
+    counter accept_connection_limit_failed,
     /// Obfuscated2 headers that matched no secret (silent skip mode entered).
-    bad_secret_connections,
+    counter bad_secret_connections,
     /// Connections closed by the pre-authentication idle timeout.
-    handshake_timeouts,
+    counter handshake_timeouts,
     /// Client frames rejected as malformed (overlong, bad length, short padded frame).
-    transport_errors,
+    counter transport_errors,
     /// Fake-TLS hellos rejected, by any cause.
-    tls_rejected_hellos,
+    counter tls_rejected_hellos,
     /// Fake-TLS hellos rejected as replays.
-    tls_replayed_hellos,
+    counter tls_replayed_hellos,
     /// Connections relayed to the fronting domain.
-    tls_fronted_connections,
+    counter tls_fronted_connections,
     /// Fake-TLS handshakes accepted (ServerHello sent).
-    tls_handshakes,
+    counter tls_handshakes,
     /// `-D`: first bytes that are not a fake-TLS ClientHello (plain obfuscated2, HTTP,
     /// garbage); fronted ("Expected TLS-transport").
-    tls_not_tls_connections,
+    counter tls_not_tls_connections,
     /// `-D`: no full ClientHello within 10 s of accept; fronted.
-    tls_hello_timeouts,
+    counter tls_hello_timeouts,
     /// `-D`: a ClientHello on local port 80; fronted to `<domain>:80`.
-    tls_port80_connections,
+    counter tls_port80_connections,
     /// Fake-TLS hellos rejected: not one well-formed record.
-    tls_hello_malformed,
+    counter tls_hello_malformed,
     /// Fake-TLS hellos rejected: missing, malformed or unknown SNI.
-    tls_hello_unknown_sni,
+    counter tls_hello_unknown_sni,
     /// Fake-TLS hellos rejected: bytes after the one ClientHello record.
-    tls_hello_too_much_data,
+    counter tls_hello_too_much_data,
     /// Fake-TLS hellos rejected: record longer than 4096 bytes.
-    tls_hello_too_big,
+    counter tls_hello_too_big,
     /// Fake-TLS hellos rejected: the random matches no secret's HMAC.
-    tls_hello_bad_hmac,
+    counter tls_hello_bad_hmac,
     /// Fake-TLS hellos rejected: timestamp more than 3 s in the future.
-    tls_hello_future_timestamp,
+    counter tls_hello_future_timestamp,
     /// Fake-TLS hellos rejected: timestamp 600 s or more in the past.
-    tls_hello_stale_timestamp,
+    counter tls_hello_stale_timestamp,
     /// Fake-TLS hellos rejected: no TLS 1.3 cipher suite first.
-    tls_hello_bad_cipher_suite,
+    counter tls_hello_bad_cipher_suite,
     /// Fake-TLS sessions closed after the ServerHello: bad records or an inner
     /// obfuscated2 header that is not `dd` under a secret (or replayed).
-    tls_bad_client_records,
+    counter tls_bad_client_records,
     /// Fronting refused because the target is one of this proxy's own listening
     /// addresses (or a connection came back from our own fronting socket).
-    tls_fronting_loops,
+    counter tls_fronting_loops,
     /// Fronting failed: no address for the domain, or the connect failed.
-    tls_fronting_failures,
+    counter tls_fronting_failures,
     /// Domain probes that succeeded (start-up and periodic refresh).
-    tls_domain_probes_ok,
+    counter tls_domain_probes_ok,
     /// Domain probes that failed (the previous or the fallback profile is kept).
-    tls_domain_probes_failed,
+    counter tls_domain_probes_failed,
     /// Obfuscated2 headers rejected because their nonce was seen before.
-    obfs2_replayed_headers,
+    counter obfs2_replayed_headers,
     /// Replay-cache queries that got no answer in time (the client is rejected).
-    replay_cache_errors,
+    counter replay_cache_errors,
     /// Configuration reloads applied (SIGHUP).
-    config_reloads,
+    counter config_reloads,
     /// Configuration reloads refused (bad new file; the old one stays).
-    config_reload_failures,
+    counter config_reload_failures,
     /// Worker processes respawned after an unexpected exit.
-    worker_restarts,
+    counter worker_restarts,
     /// Log lines that could not be written (full disk, a `-M` worker's pipe to its
     /// master full, a broken stderr); the process goes on serving.
-    log_write_failures,
+    counter log_write_failures,
 }
 
 /// Facts reported by `/stats` that are not counters.
@@ -212,6 +277,167 @@ pub struct Info {
     pub stats_port: i32,
     /// `--msg-buffers-size`.
     pub msg_buffers_size: u64,
+    /// Open file descriptors (with `-M`: the master's and its workers').
+    #[serde(default)]
+    pub open_fds: u64,
+    /// The descriptor limit (`RLIMIT_NOFILE`, soft) of the process answering.
+    #[serde(default)]
+    pub max_fds: u64,
+}
+
+/// Connections and traffic of one secret or one dc, bumped on the hot path.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Identified clients open now.
+    pub connections: AtomicI64,
+    /// Identified clients ever.
+    pub connections_total: AtomicI64,
+    /// Payload bytes from clients forwarded to middle ends.
+    pub bytes_from_clients: AtomicI64,
+    /// Payload bytes from middle ends delivered to clients.
+    pub bytes_to_clients: AtomicI64,
+}
+
+impl Traffic {
+    fn snapshot(&self) -> TrafficSnapshot {
+        TrafficSnapshot {
+            connections: self.connections.load(Relaxed),
+            connections_total: self.connections_total.load(Relaxed),
+            bytes_from_clients: self.bytes_from_clients.load(Relaxed),
+            bytes_to_clients: self.bytes_to_clients.load(Relaxed),
+        }
+    }
+}
+
+/// A copy of [`Traffic`].
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TrafficSnapshot {
+    /// Identified clients open now.
+    pub connections: i64,
+    /// Identified clients ever.
+    pub connections_total: i64,
+    /// Payload bytes from clients forwarded to middle ends.
+    pub bytes_from_clients: i64,
+    /// Payload bytes from middle ends delivered to clients.
+    pub bytes_to_clients: i64,
+}
+
+impl TrafficSnapshot {
+    fn add(&mut self, o: &TrafficSnapshot) {
+        self.connections += o.connections;
+        self.connections_total += o.connections_total;
+        self.bytes_from_clients += o.bytes_from_clients;
+        self.bytes_to_clients += o.bytes_to_clients;
+    }
+}
+
+/// [`Traffic`] per secret and per dc. A client looks its two entries up once, when it is
+/// identified, and then only touches their atomics.
+#[derive(Debug, Default)]
+pub struct Labelled {
+    by_secret: Mutex<BTreeMap<String, Arc<Traffic>>>,
+    by_dc: Mutex<BTreeMap<i16, Arc<Traffic>>>,
+}
+
+/// The label of a secret: its index among the `-S` secrets, `none` without one. Never the
+/// secret itself.
+pub fn secret_label(index: Option<usize>) -> String {
+    index.map_or_else(|| "none".into(), |i| i.to_string())
+}
+
+impl Labelled {
+    /// The entries of a client of secret `secret` (see [`secret_label`]) for `dc`.
+    pub fn entries(&self, secret: Option<usize>, dc: i16) -> (Arc<Traffic>, Arc<Traffic>) {
+        let by_secret = Arc::clone(
+            lock(&self.by_secret)
+                .entry(secret_label(secret))
+                .or_default(),
+        );
+        let by_dc = Arc::clone(lock(&self.by_dc).entry(dc).or_default());
+        (by_secret, by_dc)
+    }
+
+    fn snapshot(
+        &self,
+    ) -> (
+        BTreeMap<String, TrafficSnapshot>,
+        BTreeMap<i16, TrafficSnapshot>,
+    ) {
+        (
+            lock(&self.by_secret)
+                .iter()
+                .map(|(k, v)| (k.clone(), v.snapshot()))
+                .collect(),
+            lock(&self.by_dc)
+                .iter()
+                .map(|(k, v)| (*k, v.snapshot()))
+                .collect(),
+        )
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Upper bounds (seconds) of the middle-end round-trip histogram's buckets.
+pub const RTT_BUCKETS: [f64; 12] = [
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// A Prometheus histogram with the [`RTT_BUCKETS`] bounds, lock-free.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last slot is `+Inf`.
+    buckets: [AtomicU64; RTT_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = RTT_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(RTT_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_micros
+            .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            buckets: self.buckets.iter().map(|b| b.load(Relaxed)).collect(),
+            sum_micros: self.sum_micros.load(Relaxed),
+        }
+    }
+}
+
+/// A copy of a [`Histogram`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    /// Observations per bucket (not cumulative); the last is `+Inf`.
+    pub buckets: Vec<u64>,
+    /// Sum of the observations, in microseconds.
+    pub sum_micros: u64,
+}
+
+impl HistogramSnapshot {
+    fn add(&mut self, o: &HistogramSnapshot) {
+        if self.buckets.len() < o.buckets.len() {
+            self.buckets.resize(o.buckets.len(), 0);
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&o.buckets) {
+            *a += b;
+        }
+        self.sum_micros += o.sum_micros;
+    }
+
+    /// Observations in all.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
 }
 
 impl Snapshot {
@@ -584,28 +810,187 @@ impl Snapshot {
         s
     }
 
-    /// Renders Prometheus text exposition: every counter as `mtproxy_<name>`, plus a few
-    /// info gauges.
+    /// Renders Prometheus text exposition (format 0.0.4) by Prometheus's conventions: every
+    /// family has `# HELP` and `# TYPE`; counters are `counter`s named `…_total`, levels are
+    /// `gauge`s; connections and traffic are broken down by `secret` (an index, never the
+    /// secret) and by `dc`; the middle-end round trip is a histogram; the process metrics
+    /// use the standard `process_*` names.
     pub fn render_prometheus(&self) -> String {
-        let mut s = String::with_capacity(4096);
-        for (name, value) in self.counters() {
-            let _ = writeln!(s, "# TYPE mtproxy_{name} gauge\nmtproxy_{name} {value}");
+        let mut s = String::with_capacity(16 * 1024);
+        let family = |s: &mut String, name: &str, kind: &str, help: &str| {
+            let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+            let help = help.replace('\\', "\\\\");
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        let values: BTreeMap<&str, i64> = self.counters().into_iter().collect();
+        for f in FAMILIES {
+            let v = values.get(f.name).copied().unwrap_or(0);
+            let name = match f.kind {
+                Kind::counter => format!("mtproxy_{}_total", f.name),
+                Kind::gauge => format!("mtproxy_{}", f.name),
+            };
+            let kind = match f.kind {
+                Kind::counter => "counter",
+                Kind::gauge => "gauge",
+            };
+            family(&mut s, &name, kind, f.help);
+            let _ = writeln!(s, "{name} {v}");
         }
-        let i = &self.info;
+        let labelled: [(&str, Vec<(String, TrafficSnapshot)>); 2] = [
+            (
+                "secret",
+                self.by_secret
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v))
+                    .collect(),
+            ),
+            (
+                "dc",
+                self.by_dc
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), *v))
+                    .collect(),
+            ),
+        ];
+        for (label, rows) in &labelled {
+            let per: [PerLabel; 4] = [
+                (
+                    "client_connections",
+                    "gauge",
+                    "Identified clients open now",
+                    |t| t.connections,
+                ),
+                (
+                    "client_connections_total",
+                    "counter",
+                    "Identified clients ever",
+                    |t| t.connections_total,
+                ),
+                (
+                    "client_bytes_received_total",
+                    "counter",
+                    "Payload bytes from clients forwarded to middle ends",
+                    |t| t.bytes_from_clients,
+                ),
+                (
+                    "client_bytes_sent_total",
+                    "counter",
+                    "Payload bytes from middle ends delivered to clients",
+                    |t| t.bytes_to_clients,
+                ),
+            ];
+            for (what, kind, help, get) in per {
+                let name = format!("mtproxy_{label}_{what}");
+                family(&mut s, &name, kind, &format!("{help}, by {label}."));
+                for (k, v) in rows {
+                    let _ = writeln!(s, "{name}{{{label}=\"{k}\"}} {}", get(v));
+                }
+            }
+        }
+        family(
+            &mut s,
+            "mtproxy_me_rtt_seconds",
+            "histogram",
+            "Middle-end round trip: a handshake message of ours (RPC_NONCE, RPC_HANDSHAKE) written to the first bytes of the answer read, on every link handshake.",
+        );
+        let mut cumulative = 0u64;
+        for (i, bound) in RTT_BUCKETS.iter().enumerate() {
+            cumulative += self.me_rtt.buckets.get(i).copied().unwrap_or(0);
+            let _ = writeln!(
+                s,
+                "mtproxy_me_rtt_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+            );
+        }
         let _ = writeln!(
             s,
-            "# TYPE mtproxy_workers gauge\nmtproxy_workers {}\n# TYPE mtproxy_vmrss_bytes gauge\nmtproxy_vmrss_bytes {}\n# TYPE mtproxy_uptime_seconds gauge\nmtproxy_uptime_seconds {}",
-            i.workers,
-            i.vmrss_bytes,
-            (i.current_time - i.start_time).max(0)
+            "mtproxy_me_rtt_seconds_bucket{{le=\"+Inf\"}} {}\nmtproxy_me_rtt_seconds_sum {}\nmtproxy_me_rtt_seconds_count {}",
+            self.me_rtt.count(),
+            self.me_rtt.sum_micros as f64 / 1e6,
+            self.me_rtt.count()
+        );
+        let i = &self.info;
+        for (name, kind, help, value) in [
+            (
+                "mtproxy_workers",
+                "gauge",
+                "Worker processes (-M).",
+                i.workers.to_string(),
+            ),
+            (
+                "mtproxy_uptime_seconds",
+                "gauge",
+                "Seconds since the process started.",
+                (i.current_time - i.start_time).max(0).to_string(),
+            ),
+            (
+                "mtproxy_config_loaded_at_seconds",
+                "gauge",
+                "Unix time the current configuration was loaded.",
+                i.config_loaded_at.to_string(),
+            ),
+            (
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size in bytes (with -M: the master's and its workers').",
+                i.vmrss_bytes.to_string(),
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "gauge",
+                "Virtual memory size in bytes of the process answering.",
+                i.vmsize_bytes.to_string(),
+            ),
+            (
+                "process_open_fds",
+                "gauge",
+                "Open file descriptors (with -M: the master's and its workers').",
+                i.open_fds.to_string(),
+            ),
+            (
+                "process_max_fds",
+                "gauge",
+                "Maximum number of open file descriptors.",
+                i.max_fds.to_string(),
+            ),
+            (
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since unix epoch in seconds.",
+                i.start_time.to_string(),
+            ),
+        ] {
+            family(&mut s, name, kind, help);
+            let _ = writeln!(s, "{name} {value}");
+        }
+        family(
+            &mut s,
+            "mtproxy_build_info",
+            "gauge",
+            "Version and configuration digest; always 1.",
         );
         let _ = writeln!(
             s,
-            "# TYPE mtproxy_config_loaded_at gauge\nmtproxy_config_loaded_at {}\n# TYPE mtproxy_build_info gauge\nmtproxy_build_info{{version=\"{}\",config_md5=\"{}\"}} 1",
-            i.config_loaded_at, i.version, i.config_md5
+            "mtproxy_build_info{{version=\"{}\",config_md5=\"{}\"}} 1",
+            escape_label(&i.version),
+            escape_label(&i.config_md5)
         );
         s
     }
+}
+
+/// A labelled family: name suffix, type, help, and how to read it from a row.
+type PerLabel = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&TrafficSnapshot) -> i64,
+);
+
+/// A label value with `\`, `"` and newlines escaped (text format 0.0.4).
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Parses a `/stats` body into `(key, value)` pairs (used by tests and the harness).
@@ -689,7 +1074,87 @@ mod tests {
         assert!(pos("ext_connections") < pos("connections_failed_flood"));
         assert_eq!(kv.last().unwrap().0, "version");
         let prom = a.render_prometheus();
-        assert!(prom.contains("\nmtproxy_tot_forwarded_queries 4\n"));
+        assert!(prom.contains("\nmtproxy_tot_forwarded_queries_total 4\n"));
+    }
+
+    /// What a scraper reads: every family typed and explained, counters named `_total`,
+    /// labelled traffic summed across workers, the histogram cumulative.
+    #[test]
+    fn prometheus_text_follows_the_conventions_and_sums_labels() {
+        let c = Counters::default();
+        inc(&c.tot_forwarded_queries);
+        inc(&c.total_connections);
+        let (sec, dc) = c.labelled.entries(Some(1), -2);
+        inc(&sec.connections);
+        sec.bytes_from_clients.fetch_add(100, Relaxed);
+        dc.bytes_to_clients.fetch_add(7, Relaxed);
+        let _ = c.labelled.entries(None, 2);
+        c.me_rtt.observe(Duration::from_micros(300));
+        c.me_rtt.observe(Duration::from_secs(5));
+        let mut a = c.snapshot(Info::default());
+        a.add(&c.snapshot(Info::default()));
+        let scrape = prometheus_parse::Scrape::parse(
+            a.render_prometheus().lines().map(|l| Ok(l.to_string())),
+        )
+        .unwrap();
+        let value = |name: &str, label: Option<(&str, &str)>| {
+            scrape
+                .samples
+                .iter()
+                .find(|x| x.metric == name && label.is_none_or(|(k, v)| x.labels.get(k) == Some(v)))
+                .map(|x| x.value.clone())
+        };
+        use prometheus_parse::Value;
+        assert_eq!(
+            value("mtproxy_tot_forwarded_queries_total", None),
+            Some(Value::Counter(2.0))
+        );
+        assert_eq!(
+            value("mtproxy_total_connections", None),
+            Some(Value::Gauge(2.0))
+        );
+        assert_eq!(
+            value(
+                "mtproxy_secret_client_bytes_received_total",
+                Some(("secret", "1"))
+            ),
+            Some(Value::Counter(200.0))
+        );
+        assert_eq!(
+            value("mtproxy_secret_client_connections", Some(("secret", "1"))),
+            Some(Value::Gauge(2.0))
+        );
+        assert_eq!(
+            value("mtproxy_dc_client_bytes_sent_total", Some(("dc", "-2"))),
+            Some(Value::Counter(14.0))
+        );
+        assert!(value(
+            "mtproxy_secret_client_connections",
+            Some(("secret", "none"))
+        )
+        .is_some());
+        match value("mtproxy_me_rtt_seconds", None) {
+            Some(Value::Histogram(h)) => {
+                let le = |b: f64| h.iter().find(|x| x.less_than == b).map(|x| x.count);
+                assert_eq!(le(0.000_25), Some(0.0));
+                assert_eq!(le(0.000_5), Some(2.0));
+                assert_eq!(le(1.0), Some(2.0));
+                assert_eq!(le(f64::INFINITY), Some(4.0));
+            }
+            other => panic!("me_rtt is not a histogram: {other:?}"),
+        }
+        for f in FAMILIES {
+            let name = match f.kind {
+                Kind::counter => format!("mtproxy_{}_total", f.name),
+                Kind::gauge => format!("mtproxy_{}", f.name),
+            };
+            assert!(
+                scrape.docs.get(&name).is_some_and(|h| !h.is_empty()),
+                "{name} has no HELP"
+            );
+        }
+        assert!(scrape.docs.contains_key("process_open_fds"));
+        assert!(scrape.docs.contains_key("mtproxy_me_rtt_seconds"));
     }
 
     #[test]

@@ -298,6 +298,7 @@ impl Master {
             if let Ok(Ok(s)) = tokio::time::timeout(STATS_TIMEOUT, ask).await {
                 base.add(&s);
                 base.info.vmrss_bytes += s.info.vmrss_bytes;
+                base.info.open_fds += s.info.open_fds;
             }
         }
         base

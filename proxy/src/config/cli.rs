@@ -208,6 +208,12 @@ pub struct Options {
     pub handover_timeout: std::time::Duration,
     /// `--drain-timeout` (ours): how long clients may finish after SIGTERM or a handover.
     pub drain_timeout: std::time::Duration,
+    /// `--public-host` (ours): the server address written into the links logged at
+    /// start-up (see [`crate::links`]).
+    pub public_host: Option<String>,
+    /// `--check` (ours): validate the configuration and the environment, print one line
+    /// per check and exit (see [`crate::check`]).
+    pub check: bool,
     /// Options given that C accepts and that have no effect here (long names, in order,
     /// without duplicates); see [`ignored_options`].
     pub ignored: Vec<&'static str>,
@@ -247,6 +253,8 @@ impl Options {
             handover_socket: None,
             handover_timeout: crate::handover::DEFAULT_TIMEOUT,
             drain_timeout: crate::net::DRAIN_GRACE,
+            public_host: None,
+            check: false,
             ignored: Vec::new(),
         }
     }
@@ -364,6 +372,8 @@ enum Id {
     HandoverSocket,
     HandoverTimeout,
     DrainTimeout,
+    PublicHost,
+    Check,
 }
 
 struct OptDef {
@@ -374,7 +384,7 @@ struct OptDef {
 }
 
 /// How many entries at the end of [`OPTS`] are ours, not C's.
-const OWN_OPTIONS: usize = 3;
+const OWN_OPTIONS: usize = 5;
 
 /// The option table in C's order (which is also glibc's order for ambiguity lists).
 const OPTS: &[OptDef] = &[
@@ -606,6 +616,18 @@ const OPTS: &[OptDef] = &[
         short: None,
         arg: Arg::Required,
         id: Id::DrainTimeout,
+    },
+    OptDef {
+        long: "public-host",
+        short: None,
+        arg: Arg::Required,
+        id: Id::PublicHost,
+    },
+    OptDef {
+        long: "check",
+        short: None,
+        arg: Arg::No,
+        id: Id::Check,
     },
 ];
 
@@ -984,6 +1006,8 @@ fn apply(o: &mut Options, def: &OptDef, value: Option<String>) -> Flow {
         },
         Id::HttpStats => o.http_stats = true,
         Id::HandoverSocket => o.handover_socket = Some(v),
+        Id::PublicHost => o.public_host = Some(v),
+        Id::Check => o.check = true,
         Id::HandoverTimeout | Id::DrainTimeout => match parse_seconds(&v) {
             Some(d) if def.id == Id::HandoverTimeout => o.handover_timeout = d,
             Some(d) => o.drain_timeout = d,

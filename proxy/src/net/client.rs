@@ -16,6 +16,7 @@
 //! 5. On exit the middle end gets RPC_CLOSE_CONN unless it closed the client itself.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -35,7 +36,7 @@ use crate::protocol::obfuscated2::{self, HEADER_LEN};
 use crate::protocol::packet::{self, PacketVerdict};
 use crate::protocol::rpc::messages::flags as req_flags;
 use crate::protocol::transport::{self, ServerDecoder, Transport};
-use crate::stats::{dec, inc};
+use crate::stats::{dec, inc, secret_label, Traffic};
 
 /// The largest read of a busy client (reads start small and double while they fill the
 /// buffer).
@@ -288,6 +289,8 @@ struct Session<'a> {
     in_flight: usize,
     /// Fake TLS: wrap what is written in application-data records.
     tls: bool,
+    /// Connections and traffic of this client's secret and of its dc.
+    traffic: [Arc<Traffic>; 2],
 }
 
 /// What woke a waiting client task.
@@ -319,12 +322,17 @@ async fn relay(
     let obfuscated2::ServerHandshake {
         transport,
         dc,
+        secret_index,
         mut decrypt,
         encrypt,
-        ..
     } = hs;
-    tracing::debug!(%peer, ?transport, dc, "client identified");
+    tracing::debug!(%peer, ?transport, dc, secret = %secret_label(secret_index), "client identified");
     let stream: &TcpStream = stream;
+    let (by_secret, by_dc) = shared.counters.labelled.entries(secret_index, dc);
+    for t in [&by_secret, &by_dc] {
+        inc(&t.connections);
+        inc(&t.connections_total);
+    }
     let mut s = Session {
         shared,
         peer,
@@ -340,6 +348,7 @@ async fn relay(
         out: BytesMut::new(),
         in_flight: 0,
         tls: framing.is_some(),
+        traffic: [by_secret, by_dc],
     };
     let mut decoder = ServerDecoder::new(transport);
     // Bytes that arrived with the header (fake TLS: de-recorded payload, and raw records).
@@ -430,6 +439,9 @@ async fn relay(
         }
     };
     s.inbox.close(&shared.buffered);
+    for t in &s.traffic {
+        dec(&t.connections);
+    }
     if let Some(b) = s.binding.take() {
         if b.me.unregister(b.conn_id) {
             b.me.send_close_conn(b.conn_id);
@@ -556,6 +568,7 @@ impl Session<'_> {
             flags |= req_flags::QUICKACK;
         }
         flags ^= shared.settings.planted_flag_xor;
+        let len = i64::try_from(payload.len()).unwrap_or(i64::MAX);
         let cmd = MeCmd::ProxyReq {
             conn_id: b.conn_id,
             flags,
@@ -567,6 +580,9 @@ impl Session<'_> {
             return Err(Outcome::ClosedByMe);
         }
         inc(&shared.counters.tot_forwarded_queries);
+        for t in &self.traffic {
+            t.bytes_from_clients.fetch_add(len, Relaxed);
+        }
         self.in_flight += 1;
         Ok(())
     }
@@ -604,6 +620,10 @@ impl Session<'_> {
             match msg {
                 ToClient::Answer(data) => {
                     self.in_flight = self.in_flight.saturating_sub(1);
+                    let len = i64::try_from(data.len()).unwrap_or(i64::MAX);
+                    for t in &self.traffic {
+                        t.bytes_to_clients.fetch_add(len, Relaxed);
+                    }
                     self.frame_out(&data);
                 }
                 ToClient::QuickAck(confirm) => {

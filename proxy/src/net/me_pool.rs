@@ -321,16 +321,25 @@ async fn connect(shared: &Shared, addr: SocketAddr) -> std::io::Result<(TcpStrea
     let mut link = RpcLink::client(params, unix_now(), &mut rand::thread_rng());
     let mut buf = BytesMut::with_capacity(4096);
     let mut out = BytesMut::new();
+    // Round trips: each message of ours written (RPC_NONCE, then RPC_HANDSHAKE) → the first
+    // bytes of the answer read.
+    let mut nonce_sent: Option<std::time::Instant> = None;
     loop {
         link.poll_transmit(&mut out);
         if !out.is_empty() {
             stream.write_all(&out).await?;
             out.clear();
+            nonce_sent.get_or_insert_with(std::time::Instant::now);
         }
         if link.is_ready() {
             return Ok((stream, link));
         }
         let n = stream.read_buf(&mut buf).await?;
+        if let Some(sent) = nonce_sent.take() {
+            if n > 0 {
+                shared.counters.me_rtt.observe(sent.elapsed());
+            }
+        }
         if n == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,

@@ -68,6 +68,7 @@ async fn stats_page(target: &Target) -> anyhow::Result<()> {
     let before = rig.stats().await?;
     let mut rng = StdRng::seed_from_u64(11);
     let mut c = rig.client(Transport::Intermediate, 2, 11).await?;
+    let mut payload_bytes = 0usize;
     for (p, qa) in [
         (unencrypted_req_pq_multi(&mut rng), true),
         (encrypted_message(&mut rng, 64), false),
@@ -75,6 +76,7 @@ async fn stats_page(target: &Target) -> anyhow::Result<()> {
     ] {
         let ex = rig.step("request", c.request(&p, qa)).await?;
         ensure!(ex.answer[..] == p[..], "echo differs");
+        payload_bytes += p.len();
     }
     let stats_addr = rig.proxy.stats_addr();
     let (status, head, body) = rig
@@ -178,16 +180,129 @@ async fn stats_page(target: &Target) -> anyhow::Result<()> {
                 .contains("content-type: text/plain"),
             "GET /metrics head: {head}"
         );
-        ensure!(
-            body.lines().any(|l| l == "mtproxy_tot_forwarded_queries 3"),
-            "/metrics lacks `mtproxy_tot_forwarded_queries 3`:\n{body}"
-        );
-        ensure!(
-            body.contains("# TYPE mtproxy_tot_forwarded_queries"),
-            "/metrics lacks the TYPE line"
-        );
+        check_metrics(&body, payload_bytes)?;
     }
     rig.alive()
+}
+
+/// `/metrics` read by a Prometheus text-format parser: types, `_total` suffixes, HELP on
+/// every family, the per-secret and per-dc series of the one client (secret 0, dc 2, closed
+/// by now), the middle-end round trips of the one link, and the process metrics.
+fn check_metrics(body: &str, payload_bytes: usize) -> anyhow::Result<()> {
+    use prometheus_parse::{Scrape, Value};
+    let scrape = Scrape::parse(body.lines().map(|l| Ok(l.to_string())))?;
+    let find = |name: &str, label: Option<(&str, &str)>| {
+        scrape
+            .samples
+            .iter()
+            .find(|x| x.metric == name && label.is_none_or(|(k, v)| x.labels.get(k) == Some(v)))
+            .map(|x| x.value.clone())
+    };
+    let bytes = payload_bytes as f64;
+    for (name, label, want) in [
+        (
+            "mtproxy_tot_forwarded_queries_total",
+            None,
+            Value::Counter(3.0),
+        ),
+        (
+            "mtproxy_ext_connections_created_total",
+            None,
+            Value::Counter(1.0),
+        ),
+        ("mtproxy_total_declared_targets", None, Value::Gauge(1.0)),
+        (
+            "mtproxy_secret_client_connections_total",
+            Some(("secret", "0")),
+            Value::Counter(1.0),
+        ),
+        (
+            "mtproxy_secret_client_connections",
+            Some(("secret", "0")),
+            Value::Gauge(0.0),
+        ),
+        (
+            "mtproxy_secret_client_bytes_received_total",
+            Some(("secret", "0")),
+            Value::Counter(bytes),
+        ),
+        (
+            "mtproxy_secret_client_bytes_sent_total",
+            Some(("secret", "0")),
+            Value::Counter(bytes),
+        ),
+        (
+            "mtproxy_dc_client_connections_total",
+            Some(("dc", "2")),
+            Value::Counter(1.0),
+        ),
+        (
+            "mtproxy_dc_client_bytes_sent_total",
+            Some(("dc", "2")),
+            Value::Counter(bytes),
+        ),
+    ] {
+        let got = find(name, label);
+        ensure!(
+            got.as_ref() == Some(&want),
+            "{name}{label:?}: {got:?}, expected {want:?}\n{body}"
+        );
+    }
+    // Every series is explained.
+    for s in &scrape.samples {
+        let family = s
+            .metric
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count");
+        ensure!(
+            scrape.docs.contains_key(&s.metric) || scrape.docs.contains_key(family),
+            "{} has no HELP",
+            s.metric
+        );
+        if let Value::Counter(_) = s.value {
+            ensure!(
+                s.metric.ends_with("_total"),
+                "counter {} lacks _total",
+                s.metric
+            );
+        }
+    }
+    let gauge = |name: &str| match find(name, None) {
+        Some(Value::Gauge(v)) => Ok(v),
+        other => Err(anyhow::anyhow!("{name}: {other:?}")),
+    };
+    // Each link's handshake: RPC_NONCE and RPC_HANDSHAKE, one round trip each.
+    let links = gauge("mtproxy_ready_outbound_connections")?;
+    match find("mtproxy_me_rtt_seconds", None) {
+        Some(Value::Histogram(h)) => {
+            let all = h
+                .iter()
+                .find(|b| b.less_than.is_infinite())
+                .map(|b| b.count);
+            ensure!(
+                links >= 1.0 && all == Some(2.0 * links),
+                "me_rtt observations: {all:?} for {links} links"
+            );
+        }
+        other => anyhow::bail!("mtproxy_me_rtt_seconds is not a histogram: {other:?}"),
+    }
+    ensure!(gauge("process_open_fds")? >= 3.0, "process_open_fds");
+    ensure!(
+        gauge("process_max_fds")? >= 4096.0,
+        "process_max_fds (-c 4096)"
+    );
+    ensure!(
+        gauge("process_resident_memory_bytes")? > 0.0,
+        "process_resident_memory_bytes"
+    );
+    let now = mtproxy::app::unix_now() as f64;
+    let start = gauge("process_start_time_seconds")?;
+    ensure!(
+        (now - 300.0..=now).contains(&start),
+        "process_start_time_seconds {start}"
+    );
+    Ok(())
 }
 
 /// Scenario 11: `GET /stats` answers C's keys with counters that moved as traffic did;
