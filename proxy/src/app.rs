@@ -811,6 +811,9 @@ impl App {
         let mut retired = false;
         loop {
             tokio::select! {
+                // In this order: a handover is announced before "drained" when both are
+                // ready at once (clients cut at the handover finish serving at once).
+                biased;
                 () = shutdown.cancelled() => {
                     // A worker whose master is gone.
                     return 0;
