@@ -2,6 +2,8 @@
 //! stand-ins (a fake middle end, a TLS site, ports in use), and snapshots of the human-facing
 //! text (usage, the `/stats` key list, the links, the self-check output).
 
+#![allow(clippy::print_stderr)] // what is not exercised on this machine is said plainly
+
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::Stdio;
