@@ -50,6 +50,8 @@ pub const SCHEMA_VERSION: &str = "1.0.0";
 pub const REPORT_JSON: &str = "cutover-report.json";
 /// The picture's file name.
 pub const REPORT_SVG: &str = "cutover.svg";
+/// The Markdown summary's file name ([`CutoverReport::to_markdown`]).
+pub const REPORT_MD: &str = "cutover-report.md";
 /// Every step, in the order they run.
 pub const STEPS: &[&str] = &[
     "naive_c_to_port",
@@ -259,6 +261,187 @@ impl CutoverReport {
             out.push_str(&format!("\n  FAIL {f}"));
         }
         out
+    }
+
+    /// The steps that were skipped, with the reason.
+    pub fn skipped_steps(&self) -> Vec<(&str, &str)> {
+        self.steps
+            .iter()
+            .filter(|s| s.result == "SKIP")
+            .map(|s| (s.name.as_str(), s.skip_reason.as_deref().unwrap_or("")))
+            .collect()
+    }
+
+    /// The Markdown summary (`cutover-report.md`, fit for a CI job summary): the verdict,
+    /// the binaries, the mode and the network, every step with its main numbers, the
+    /// failed criteria and the skipped steps with their reasons.
+    pub fn to_markdown(&self) -> String {
+        use parity::report::{md_cell, md_code};
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let self_mode = self.mode == "self";
+        let _ = writeln!(
+            s,
+            "# Cutover rehearsal: {}{}\n",
+            self.verdict,
+            if self_mode { " — no reference" } else { "" }
+        );
+        if self_mode {
+            s.push_str(
+                "> **No reference mode.** No C build was given (`--reference PATH` or \
+                 `MTPROXY_C_BIN`): the candidate played the C build's role too, so no switch \
+                 from or back to C was rehearsed.\n\n",
+            );
+        }
+        if self.verdict == "PARTIAL" {
+            s.push_str(
+                "> **Not a full rehearsal.** Nothing failed, but steps were skipped (see below).\n\n",
+            );
+        }
+        let gated = self.steps.iter().filter(|st| st.gated).count();
+        let _ = writeln!(
+            s,
+            "- **Verdict:** {} — {} ({} gated): {} PASS, {} FAIL, {} SKIP, {} INFO (not gated)",
+            self.verdict,
+            parity::report::plural(self.steps.len(), "step"),
+            gated,
+            self.steps.iter().filter(|st| st.result == "PASS").count(),
+            self.steps.iter().filter(|st| st.result == "FAIL").count(),
+            self.steps.iter().filter(|st| st.result == "SKIP").count(),
+            self.steps.iter().filter(|st| st.result == "INFO").count()
+        );
+        let _ = writeln!(s, "- **Candidate:** {}", md_code(&self.candidate));
+        let _ = writeln!(
+            s,
+            "- **Reference (C):** {}",
+            self.reference.as_deref().map_or_else(
+                || "none — the candidate played the reference".to_string(),
+                md_code
+            )
+        );
+        let mut runtime = self.runtime.clone();
+        if let Some(p) = &self.platform {
+            runtime.push_str(&format!(", {p}"));
+        }
+        for (role, id) in &self.images {
+            runtime.push_str(&format!(", {role} image {}", md_code(id)));
+        }
+        let _ = writeln!(
+            s,
+            "- **Runtime:** {runtime}; {}",
+            if self.isolated {
+                "a private network namespace (the kernel counters are the rehearsal's own)"
+            } else {
+                "the host's loopback (no DNAT switch; kernel counters are the host's)"
+            }
+        );
+        let t = &self.timing;
+        let _ = writeln!(
+            s,
+            "- **Scale:** {} — warm {} ms, drain deadline {} ms, after {} ms, {} new connections/s and {} long-lived clients per service",
+            match self.scale {
+                Scale::Tiny => "tiny",
+                Scale::Quick => "quick",
+                Scale::Full => "full",
+            },
+            t.warm_ms,
+            t.drain_ms,
+            t.after_ms,
+            t.new_per_second,
+            t.long_slots + t.marathons
+        );
+        let _ = writeln!(
+            s,
+            "- **Host:** {} — {} CPUs, {}, Linux {}, {}",
+            md_cell(&self.host.hostname),
+            self.host.cpus,
+            md_cell(&self.host.os),
+            md_cell(&self.host.kernel),
+            self.host.arch
+        );
+        let _ = writeln!(s, "- **Generated:** {}", self.generated_at);
+
+        let errors: Vec<(&str, &str)> = self
+            .steps
+            .iter()
+            .filter(|st| st.result != "SKIP")
+            .filter_map(|st| Some((st.name.as_str(), st.skip_reason.as_deref()?)))
+            .collect();
+        if !self.failures.is_empty() || !errors.is_empty() {
+            s.push_str("\n## Failures\n\n");
+            // A step that errored fails its `ran` criterion: its error says more.
+            for f in self.failures.iter().filter(|f| {
+                !errors
+                    .iter()
+                    .any(|(name, _)| f.starts_with(&format!("{name}: ran (")))
+            }) {
+                let _ = writeln!(s, "- {}", md_cell(f));
+            }
+            for (name, why) in &errors {
+                let _ = writeln!(s, "- {}: {}", md_code(name), md_cell(why));
+            }
+        }
+        let skipped = self.skipped_steps();
+        if !skipped.is_empty() {
+            s.push_str("\n## Skipped steps\n\n");
+            for (name, why) in skipped {
+                let _ = writeln!(s, "- {}: {}", md_code(name), md_cell(why));
+            }
+        }
+
+        s.push_str(
+            "\n## Steps\n\n\
+             | Step | From → to | Result | New accepts (ms after trigger) | Old exits (ms after trigger) | Established cut before the deadline | Cut at the deadline | New connections served during the switch | Refused | Lost round trips | Connect p99 before → during (ms) |\n\
+             |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for st in &self.steps {
+            let result = match st.result.as_str() {
+                "FAIL" => "**FAIL**".to_string(),
+                "INFO" => "INFO (not gated)".to_string(),
+                r => r.to_string(),
+            };
+            let head = format!(
+                "| {} | {} → {} | {result} |",
+                md_code(&st.name),
+                st.from,
+                st.to
+            );
+            let Some(m) = &st.metrics else {
+                let _ = writeln!(s, "{head} — | — | — | — | — | — | — | — |");
+                continue;
+            };
+            let after = |v: Option<f64>| {
+                v.map_or_else(
+                    || "—".to_string(),
+                    |v| format!("{:.0}", v - m.timeline.trigger_ms),
+                )
+            };
+            let e = &m.established;
+            let n = &m.new_connections;
+            let _ = writeln!(
+                s,
+                "{head} {} | {} | {} of {} | {} | {} of {} | {} | {} of {} | {:.1} → {:.1} |",
+                after(m.timeline.first_accept_new_ms),
+                after(m.timeline.old_exit_ms),
+                e.reset + e.truncated + e.errors,
+                e.total,
+                e.cut_at_deadline,
+                n.ok,
+                n.attempted,
+                n.refused,
+                m.requests.lost,
+                m.requests.sent,
+                m.connect_latency_ms.before.p99,
+                m.connect_latency_ms.during.p99
+            );
+        }
+        if !self.notes.is_empty() {
+            s.push_str("\n## Notes\n\n");
+            for n in &self.notes {
+                let _ = writeln!(s, "- {}", md_cell(n));
+            }
+        }
+        s
     }
 }
 
@@ -1713,6 +1896,7 @@ fn write(report: &CutoverReport, dir: &Path) -> anyhow::Result<()> {
         dir.join(REPORT_JSON),
         serde_json::to_string_pretty(report)? + "\n",
     )?;
+    std::fs::write(dir.join(REPORT_MD), report.to_markdown())?;
     std::fs::write(dir.join(REPORT_SVG), svg(report))?;
     Ok(())
 }
@@ -1819,4 +2003,134 @@ pub fn svg(report: &CutoverReport) -> String {
     }
     out.push_str("</svg>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(cut: u64, refused: u64, lost: u64) -> Metrics {
+        let mut m = Metrics {
+            timeline: Timeline {
+                trigger_ms: 3000.0,
+                first_accept_new_ms: Some(3033.4),
+                old_last_accept_ms: Some(2990.0),
+                old_exit_ms: Some(8038.0),
+                switch_end_ms: 8038.0,
+            },
+            established: Established {
+                total: 18,
+                completed: 16u64.saturating_sub(cut),
+                reset: cut,
+                cut_at_deadline: if cut >= 16 { 0 } else { 2 },
+                ..Established::default()
+            },
+            new_connections: NewConns {
+                attempted: 302,
+                ok: 302 - refused,
+                refused,
+                ..NewConns::default()
+            },
+            requests: Requests {
+                sent: 2421,
+                answered: 2421 - lost,
+                lost,
+                ..Requests::default()
+            },
+            ..Metrics::default()
+        };
+        m.connect_latency_ms.before.p99 = 2.2;
+        m.connect_latency_ms.during.p99 = 1.5;
+        m
+    }
+
+    fn step(name: &str, result: &str, metrics: Option<Metrics>, why: Option<&str>) -> Step {
+        let mut s = describe(name);
+        s.result = result.into();
+        s.skip_reason = why.map(str::to_string);
+        if let Some(m) = &metrics {
+            s.criteria = criteria(name, m, Timing::for_scale(Scale::Quick));
+        }
+        s.metrics = metrics;
+        s
+    }
+
+    /// A report built by hand: fixed values only, so the Markdown is a stable snapshot.
+    fn fixed_report() -> CutoverReport {
+        let steps = vec![
+            step("naive_c_to_port", "INFO", Some(metrics(18, 1, 19)), None),
+            step(
+                "cutover_c_to_port",
+                "SKIP",
+                None,
+                Some("needs a private network namespace (root) and nftables"),
+            ),
+            step("upgrade_port", "FAIL", Some(metrics(3, 0, 0)), None),
+            step(
+                "upgrade_port_workers",
+                "FAIL",
+                None,
+                Some("error: the new process exited"),
+            ),
+        ];
+        CutoverReport {
+            schema_version: SCHEMA_VERSION.into(),
+            generated_at: "2026-01-02T03:04:05Z".into(),
+            host: parity::report::HostInfo {
+                hostname: "ci-runner".into(),
+                cpus: 2,
+                kernel: "6.1.0".into(),
+                os: "Debian GNU/Linux 12 (bookworm)".into(),
+                arch: "x86_64".into(),
+            },
+            scale: Scale::Quick,
+            timing: Timing::for_scale(Scale::Quick),
+            candidate: "target/release/mtproto-proxy".into(),
+            reference: None,
+            runtime: "local".into(),
+            platform: None,
+            images: BTreeMap::new(),
+            mode: "self".into(),
+            isolated: false,
+            notes: vec![
+                "no reference: no C build given; the candidate plays the reference role (self mode)"
+                    .into(),
+            ],
+            steps,
+            verdict: "FAIL".into(),
+            failures: vec![
+                "upgrade_port: established_cut_before_deadline (value 3, threshold == 0)".into(),
+                "upgrade_port_workers: ran (value 0, threshold the step completes)".into(),
+            ],
+        }
+    }
+
+    #[test]
+    fn markdown_names_failures_skips_and_the_mode() {
+        let md = fixed_report().to_markdown();
+        assert!(
+            md.starts_with("# Cutover rehearsal: FAIL — no reference\n"),
+            "{md}"
+        );
+        assert!(md.contains("error: the new process exited"), "{md}");
+        assert!(
+            md.contains("upgrade_port: established_cut_before_deadline"),
+            "{md}"
+        );
+        insta::assert_snapshot!("cutover_fail_self_mode", md);
+    }
+
+    #[test]
+    fn markdown_of_a_partial_rehearsal_says_it_is_not_full() {
+        let mut r = fixed_report();
+        r.steps.retain(|s| s.result != "FAIL");
+        r.failures.clear();
+        r.verdict = "PARTIAL".into();
+        r.mode = "reference".into();
+        r.reference = Some("c/objs/bin/mtproto-proxy".into());
+        let md = r.to_markdown();
+        assert!(md.contains("Not a full rehearsal"), "{md}");
+        assert!(!md.contains("No reference mode"), "{md}");
+        insta::assert_snapshot!("cutover_partial", md);
+    }
 }

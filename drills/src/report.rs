@@ -1,12 +1,13 @@
 //! Running the suite against both binaries, and its report: `drills-report.json` (schema:
-//! `artifacts/drills/SCHEMA.md`, `artifacts/drills/schema.json`) and `drills.svg`.
+//! `artifacts/drills/SCHEMA.md`, `artifacts/drills/schema.json`), `drills-report.md` (a
+//! Markdown summary fit for a CI job summary) and `drills.svg`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parity::report::{rfc3339, HostInfo};
+use parity::report::{md_cell, md_code, plural, rfc3339, HostInfo};
 use serde::{Deserialize, Serialize};
 
 use crate::{suite, Outcome, Scale, Settings, Target, Verdict};
@@ -17,6 +18,8 @@ pub const SCHEMA_VERSION: &str = "1.0.0";
 pub const REPORT_JSON: &str = "drills-report.json";
 /// The picture.
 pub const REPORT_SVG: &str = "drills.svg";
+/// The Markdown summary ([`DrillsReport::to_markdown`]).
+pub const REPORT_MD: &str = "drills-report.md";
 
 /// Progress callback (the xtask prints it).
 pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
@@ -101,15 +104,189 @@ impl DrillsReport {
         i32::from(!self.candidate_failures().is_empty())
     }
 
-    /// Writes the JSON and the picture into `dir`.
+    /// Writes the JSON, the Markdown summary and the picture into `dir`.
     ///
     /// # Errors
     /// When the folder or a file cannot be written.
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
         std::fs::write(dir.join(REPORT_JSON), serde_json::to_string_pretty(self)?)?;
+        std::fs::write(dir.join(REPORT_MD), self.to_markdown())?;
         std::fs::write(dir.join(REPORT_SVG), svg(self))?;
         Ok(())
+    }
+
+    /// The drills the candidate could not run here (SKIP), with the reason.
+    pub fn candidate_skips(&self) -> Vec<(&str, &str)> {
+        self.drills
+            .iter()
+            .filter(|d| d.candidate.verdict == Verdict::Skip)
+            .map(|d| (d.name.as_str(), d.candidate.why.as_str()))
+            .collect()
+    }
+
+    /// The Markdown summary (`drills-report.md`, fit for a CI job summary): the verdict,
+    /// the binaries and the scale, every drill's key figure and verdict on both sides, and
+    /// the candidate's failures and skips with their reasons.
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::new();
+        let failed = self.candidate_failures();
+        let label = if failed.is_empty() {
+            "PASS".to_string()
+        } else {
+            format!("FAIL ({})", failed.join(", "))
+        };
+        let _ = writeln!(
+            s,
+            "# Drills: {label}{}\n",
+            if self.reference.is_none() {
+                " — no reference"
+            } else {
+                ""
+            }
+        );
+        if self.reference.is_none() {
+            s.push_str(
+                "> **No reference mode.** No C build was given (`--reference PATH` or \
+                 `MTPROXY_C_BIN`): the drills ran against the candidate alone, with nothing to \
+                 compare its figures with.\n\n",
+            );
+        }
+        let binary = |b: &Binary| {
+            let mut t = md_code(&b.path);
+            if let Some(v) = &b.version {
+                let _ = write!(t, " — {}", md_cell(v));
+            }
+            t
+        };
+        let count = |v: Verdict| {
+            self.drills
+                .iter()
+                .filter(|d| d.candidate.verdict == v)
+                .count()
+        };
+        let _ = writeln!(
+            s,
+            "- **Verdict:** {} — the candidate: {} PASS, {} WARN, {} FAIL, {} SKIP of {} \
+             (its FAILs gate; WARN and SKIP do not; the C build's verdicts are reported, not gated)",
+            if failed.is_empty() { "PASS" } else { "FAIL" },
+            count(Verdict::Pass),
+            count(Verdict::Warn),
+            count(Verdict::Fail),
+            count(Verdict::Skip),
+            plural(self.drills.len(), "drill")
+        );
+        let _ = writeln!(s, "- **Candidate:** {}", binary(&self.candidate));
+        let _ = writeln!(
+            s,
+            "- **Reference (C):** {}",
+            self.reference
+                .as_ref()
+                .map_or_else(|| "none — the candidate ran alone".to_string(), binary)
+        );
+        let _ = writeln!(
+            s,
+            "- **Scale:** {}, soak {}",
+            match self.scale {
+                Scale::Tiny => "tiny (a smoke test of the drill code)",
+                Scale::Quick => "quick",
+                Scale::Full => "full",
+            },
+            if self.soak_seconds.is_multiple_of(60) {
+                format!("{} min", self.soak_seconds / 60)
+            } else {
+                format!("{} s", self.soak_seconds)
+            }
+        );
+        let _ = writeln!(
+            s,
+            "- **Host:** {} — {} CPUs, {}, Linux {}, {}",
+            md_cell(&self.host.hostname),
+            self.host.cpus,
+            md_cell(&self.host.os),
+            md_cell(&self.host.kernel),
+            self.host.arch
+        );
+        let _ = writeln!(s, "- **Generated:** {}", self.generated_at);
+
+        if !failed.is_empty() {
+            s.push_str("\n## Failures (the candidate)\n\n");
+            for d in self
+                .drills
+                .iter()
+                .filter(|d| d.candidate.verdict == Verdict::Fail)
+            {
+                let _ = writeln!(
+                    s,
+                    "- {}: {} (rule: {})",
+                    md_code(&d.name),
+                    md_cell(&d.candidate.why),
+                    md_cell(&d.candidate.threshold)
+                );
+            }
+        }
+        let skips = self.candidate_skips();
+        if !skips.is_empty() {
+            s.push_str("\n## Skipped on the candidate (not run here)\n\n");
+            for (name, why) in skips {
+                let _ = writeln!(s, "- {}: {}", md_code(name), md_cell(why));
+            }
+        }
+
+        s.push_str(
+            "\n## Drills\n\n| Drill | Key figure | Candidate | Reference (C) | Rule as applied |\n\
+             |---|---|---|---|---|\n",
+        );
+        let side = |o: &Outcome| {
+            let v = if o.verdict == Verdict::Fail {
+                "**FAIL**"
+            } else {
+                o.verdict.as_str()
+            };
+            format!(
+                "{v} · {} {}",
+                fmt_num(o.key_figure.value),
+                md_cell(&o.key_figure.unit)
+            )
+        };
+        for d in &self.drills {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} |",
+                md_code(&d.name),
+                md_cell(&d.candidate.key_figure.name),
+                side(&d.candidate),
+                d.reference
+                    .as_ref()
+                    .map_or_else(|| "not run".to_string(), side),
+                md_cell(&d.candidate.threshold)
+            );
+        }
+
+        let reference_fails: Vec<&DrillEntry> = self
+            .drills
+            .iter()
+            .filter(|d| {
+                d.reference
+                    .as_ref()
+                    .is_some_and(|o| o.verdict == Verdict::Fail)
+            })
+            .collect();
+        if !reference_fails.is_empty() {
+            s.push_str("\n## The C build's FAILs (reported, not gated)\n\n");
+            for d in reference_fails {
+                if let Some(o) = &d.reference {
+                    let _ = writeln!(s, "- {}: {}", md_code(&d.name), md_cell(&o.why));
+                }
+            }
+        }
+        if !self.notes.is_empty() {
+            s.push_str("\n## Notes\n\n");
+            for n in &self.notes {
+                let _ = writeln!(s, "- {}", md_cell(n));
+            }
+        }
+        s
     }
 
     /// Reads a written report.
@@ -486,4 +663,114 @@ pub fn svg(r: &DrillsReport) -> String {
     }
     let _ = writeln!(s, "</svg>");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Figure;
+
+    fn outcome(verdict: Verdict, why: &str, figure: Figure) -> Outcome {
+        let threshold = match figure.name.as_str() {
+            "rss_delta_mib" => "RSS back within 2 MiB of the start (WARN above 0.5 MiB)",
+            "rss_growth_mib" => "RSS growth <= 64 MiB while the middle end stalls",
+            _ => "no socket held 10 s after the site hung up",
+        };
+        let mut o = Outcome::new(verdict, threshold.into(), why.into(), vec![figure]);
+        o.elapsed_s = 10.0;
+        o
+    }
+
+    /// A report built by hand: fixed values only, so the Markdown is a stable snapshot.
+    fn fixed_report(with_reference: bool) -> DrillsReport {
+        let reference = |v, why: &str, f| with_reference.then(|| outcome(v, why, f));
+        let mut r = DrillsReport {
+            schema_version: SCHEMA_VERSION.into(),
+            generated_at: "2026-01-02T03:04:05Z".into(),
+            host: HostInfo {
+                hostname: "ci-runner".into(),
+                cpus: 2,
+                kernel: "6.1.0".into(),
+                os: "Debian GNU/Linux 12 (bookworm)".into(),
+                arch: "x86_64".into(),
+            },
+            scale: Scale::Quick,
+            soak_seconds: 120,
+            candidate: Binary {
+                path: "target/release/mtproto-proxy".into(),
+                version: Some("mtproxy-rs 0.1.0".into()),
+            },
+            reference: with_reference.then(|| Binary {
+                path: "c/objs/bin/mtproto-proxy".into(),
+                version: Some("mtproxy-3.0.10".into()),
+            }),
+            notes: if with_reference {
+                Vec::new()
+            } else {
+                vec!["no reference: MTPROXY_C_BIN not set and no --reference given; the candidate ran alone".into()]
+            },
+            drills: vec![
+                DrillEntry {
+                    name: "fd_churn".into(),
+                    rule: "no descriptor leaks".into(),
+                    candidate: outcome(
+                        Verdict::Warn,
+                        "RSS grew 0.65 MiB",
+                        Figure::new("rss_delta_mib", 0.65, "MiB"),
+                    ),
+                    reference: reference(
+                        Verdict::Warn,
+                        "RSS grew 1.86 MiB",
+                        Figure::new("rss_delta_mib", 1.86, "MiB"),
+                    ),
+                },
+                DrillEntry {
+                    name: "me_stall".into(),
+                    rule: "memory bounded while a middle end stalls".into(),
+                    candidate: outcome(
+                        Verdict::Fail,
+                        "RSS grew 131.88 MiB | over the 64 MiB bound",
+                        Figure::new("rss_growth_mib", 131.88, "MiB"),
+                    ),
+                    reference: reference(
+                        Verdict::Fail,
+                        "the proxy died",
+                        Figure::new("rss_growth_mib", 0.0, "MiB"),
+                    ),
+                },
+                DrillEntry {
+                    name: "fronting_half_open".into(),
+                    rule: "both sockets released".into(),
+                    candidate: outcome(
+                        Verdict::Skip,
+                        "needs root for port 443",
+                        Figure::new("held_sockets", 0.0, "count"),
+                    ),
+                    reference: reference(
+                        Verdict::Skip,
+                        "needs root for port 443",
+                        Figure::new("held_sockets", 0.0, "count"),
+                    ),
+                },
+            ],
+            verdict: String::new(),
+        };
+        r.verdict = format!("FAIL: {}", r.candidate_failures().join(", "));
+        r
+    }
+
+    #[test]
+    fn markdown_with_a_reference_names_failures_and_skips() {
+        let r = fixed_report(true);
+        let md = r.to_markdown();
+        assert!(md.starts_with("# Drills: FAIL (me_stall)\n"), "{md}");
+        insta::assert_snapshot!("drills_with_reference", md);
+    }
+
+    #[test]
+    fn markdown_without_a_reference_says_so() {
+        let md = fixed_report(false).to_markdown();
+        assert!(md.contains("No reference mode"), "{md}");
+        insta::assert_snapshot!("drills_no_reference", md);
+    }
 }

@@ -1,6 +1,7 @@
-//! The versioned dual-run report: JSON (`dualrun-report.json`), a short human summary and a
-//! hand-written latency picture (`latency.svg`). The schema is documented in
-//! `artifacts/dualrun/SCHEMA.md` and `artifacts/dualrun/schema.json`.
+//! The versioned dual-run report: JSON (`dualrun-report.json`), a short human summary, a
+//! Markdown summary fit for a CI job summary (`dualrun-report.md`) and a hand-written latency
+//! picture (`latency.svg`). The schema is documented in `artifacts/dualrun/SCHEMA.md` and
+//! `artifacts/dualrun/schema.json`.
 
 use crate::compare::{Comparison, NoiseBaseline, Thresholds};
 use crate::metrics::{LifecycleMetrics, PhaseMetrics};
@@ -16,6 +17,8 @@ pub const SCHEMA_VERSION: &str = "1.0.0";
 pub const REPORT_FILE: &str = "dualrun-report.json";
 /// File name of the latency picture.
 pub const LATENCY_SVG: &str = "latency.svg";
+/// File name of the Markdown summary ([`Report::to_markdown`]).
+pub const REPORT_MD: &str = "dualrun-report.md";
 
 /// The machine the run happened on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,17 +201,256 @@ impl Report {
         }
     }
 
-    /// Write `dualrun-report.json` and `latency.svg` into `dir` (created if needed).
-    /// Returns the two paths.
+    /// Write `dualrun-report.json`, `dualrun-report.md` and `latency.svg` into `dir`
+    /// (created if needed). Returns the paths of the JSON and the picture.
     pub fn write(&self, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let json = dir.join(REPORT_FILE);
         let text = serde_json::to_string_pretty(self)?;
         std::fs::write(&json, text + "\n").with_context(|| format!("write {}", json.display()))?;
+        let md = dir.join(REPORT_MD);
+        std::fs::write(&md, self.to_markdown())
+            .with_context(|| format!("write {}", md.display()))?;
         let svg = dir.join(LATENCY_SVG);
         std::fs::write(&svg, latency_svg(self))
             .with_context(|| format!("write {}", svg.display()))?;
         Ok((json, svg))
+    }
+
+    /// `PASS`, `FAIL` or `SKIPPED` (the run could not happen, e.g. no Docker engine).
+    pub fn verdict_label(&self) -> &'static str {
+        if self.verdict.skipped {
+            "SKIPPED"
+        } else if self.verdict.pass {
+            "PASS"
+        } else {
+            "FAIL"
+        }
+    }
+
+    /// Whether the run had no reference: the candidate was compared against itself.
+    pub fn self_mode(&self) -> bool {
+        self.reference.kind == BinaryKind::SelfCopy
+    }
+
+    /// The Markdown summary (`dualrun-report.md`, fit for a CI job summary): the verdict,
+    /// the binaries and the mode, every comparison with its numbers, the phases, the
+    /// lifecycle, the known divergences met, and the failures with their reasons.
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::new();
+        let label = self.verdict_label();
+        let _ = writeln!(
+            s,
+            "# Dual-run: {label}{}\n",
+            if self.self_mode() {
+                " — no reference"
+            } else {
+                ""
+            }
+        );
+        if self.self_mode() {
+            s.push_str(
+                "> **No reference mode.** No C build was given (`--reference PATH` or \
+                 `MTPROXY_C_BIN`): the candidate ran against a copy of itself. This run shows the \
+                 harness and the candidate work; it does not show parity with the C build.\n\n",
+            );
+        }
+        let binary = |b: &BinaryInfo| {
+            let mut t = md_code(&b.path);
+            if let Some(v) = &b.version {
+                let _ = write!(t, " — {}", md_cell(v));
+            }
+            if let Some(h) = &b.sha256 {
+                let _ = write!(t, " (sha256 {})", md_code(h.get(..12).unwrap_or(h)));
+            }
+            t
+        };
+        let reference = match self.reference.kind {
+            BinaryKind::C => format!("- **Reference (C build):** {}", binary(&self.reference)),
+            BinaryKind::SelfCopy => format!(
+                "- **Reference:** none — a copy of the candidate stood in ({})",
+                md_code(&self.reference.path)
+            ),
+            BinaryKind::Rust => format!(
+                "- **Reference (a Rust build):** {}",
+                binary(&self.reference)
+            ),
+        };
+        let _ = writeln!(
+            s,
+            "- **Verdict:** {label} — {}, {} failed",
+            plural(self.comparisons.len(), "comparison"),
+            self.comparisons.iter().filter(|c| !c.pass).count()
+        );
+        let _ = writeln!(s, "{reference}");
+        let _ = writeln!(s, "- **Candidate:** {}", binary(&self.candidate));
+        let mut runtime = self.runtime.clone();
+        if let Some(p) = &self.platform {
+            let _ = write!(runtime, ", {p}");
+        }
+        if let Some(e) = &self.engine {
+            let _ = write!(runtime, ", engine {}", md_cell(e));
+        }
+        let _ = writeln!(s, "- **Runtime:** {runtime}");
+        let _ = writeln!(
+            s,
+            "- **Workload:** seed `{:#x}`, {} requests per side, {}",
+            self.seed,
+            self.requests,
+            plural(self.phases.len(), "phase")
+        );
+        let _ = writeln!(
+            s,
+            "- **Noise baseline:** {}",
+            if self.noise_baseline.measured {
+                "measured (a second reference copy calibrated the latency thresholds)"
+            } else {
+                "not measured (thresholds use their absolute floors)"
+            }
+        );
+        let _ = writeln!(
+            s,
+            "- **Host:** {} — {} CPUs, {}, Linux {}, {}",
+            md_cell(&self.host.hostname),
+            self.host.cpus,
+            md_cell(&self.host.os),
+            md_cell(&self.host.kernel),
+            self.host.arch
+        );
+        let _ = writeln!(s, "- **Generated:** {}", self.generated_at);
+
+        if label == "FAIL" {
+            s.push_str("\n## Failures\n\n");
+            for r in &self.verdict.reasons {
+                let _ = writeln!(s, "- {}", md_cell(r));
+            }
+        } else if label == "SKIPPED" {
+            s.push_str("\n## Why it was skipped\n\n");
+            for r in &self.verdict.reasons {
+                let _ = writeln!(s, "- {}", md_cell(r));
+            }
+        }
+
+        s.push_str("\n## Comparisons\n\n");
+        if self.comparisons.is_empty() {
+            s.push_str("No comparison ran.\n");
+        } else {
+            s.push_str(
+                "| Comparison | Result | Checked | Differences | Unexplained | Notes |\n\
+                 |---|---|---:|---:|---:|---|\n",
+            );
+            for c in &self.comparisons {
+                let result = if c.pass { "ok" } else { "**FAIL**" };
+                let notes = match (
+                    &c.skipped,
+                    c.differences.iter().find(|d| d.divergence.is_none()),
+                ) {
+                    (Some(why), _) => format!("not run: {}", md_cell(why)),
+                    (None, Some(d)) if !c.pass => format!("first: {}", md_cell(&d.message)),
+                    _ => {
+                        let explained: Vec<String> = c
+                            .differences
+                            .iter()
+                            .filter_map(|d| d.divergence.clone())
+                            .collect::<std::collections::BTreeSet<_>>()
+                            .into_iter()
+                            .map(|id| md_code(&id))
+                            .collect();
+                        if explained.is_empty() {
+                            String::new()
+                        } else {
+                            format!("known: {}", explained.join(", "))
+                        }
+                    }
+                };
+                let _ = writeln!(
+                    s,
+                    "| {} | {result} | {} | {} | {} | {notes} |",
+                    md_code(&c.name),
+                    c.checked,
+                    c.total_differences,
+                    c.unexplained_differences
+                );
+            }
+        }
+
+        if !self.phases.is_empty() {
+            s.push_str(
+                "\n## Phases\n\n\
+                 | Phase | Deployment | Side | Succeeded | Failed | p50 µs | p95 µs | p99 µs | max µs | req/s |\n\
+                 |---|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+            );
+            for p in &self.phases {
+                let deployment = match p.deployment.as_str() {
+                    "" => "single".to_string(),
+                    d => d.to_string(),
+                };
+                let deployment = if p.tagged {
+                    format!("{deployment}, tagged")
+                } else {
+                    deployment
+                };
+                for (side, m) in &p.metrics {
+                    let _ = writeln!(
+                        s,
+                        "| {} | {} | {side} | {} | {} | {} | {} | {} | {} | {:.1} |",
+                        md_code(&p.name),
+                        md_cell(&deployment),
+                        m.succeeded,
+                        m.failed,
+                        m.latency.p50_us,
+                        m.latency.p95_us,
+                        m.latency.p99_us,
+                        m.latency.max_us,
+                        m.requests_per_s
+                    );
+                }
+            }
+        }
+
+        if !self.lifecycle.is_empty() {
+            s.push_str(
+                "\n## Lifecycle\n\n| Side | Start-up | SIGTERM to exit | Exit |\n|---|---:|---:|---|\n",
+            );
+            let ms = |v: Option<f64>| v.map_or_else(|| "—".into(), |v| format!("{v:.1} ms"));
+            for (side, l) in &self.lifecycle {
+                let _ = writeln!(
+                    s,
+                    "| {side} | {} | {} | {} |",
+                    ms(l.startup_ms),
+                    ms(l.shutdown_ms),
+                    l.exit.as_deref().map_or_else(|| "—".into(), md_code)
+                );
+            }
+        }
+
+        if !self.divergences.is_empty() {
+            s.push_str(
+                "\n## Known divergences met\n\n| Divergence | Seen | What | In |\n|---|---:|---|---|\n",
+            );
+            for d in &self.divergences {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} |",
+                    md_code(&d.id),
+                    d.occurrences,
+                    md_cell(&d.title),
+                    d.comparisons
+                        .iter()
+                        .map(|c| md_code(c))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+
+        if !self.warnings.is_empty() {
+            s.push_str("\n## Warnings\n\n");
+            for w in &self.warnings {
+                let _ = writeln!(s, "- {}", md_cell(w));
+            }
+        }
+        s
     }
 
     /// Read a report back.
@@ -348,6 +590,27 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// Text for a Markdown table cell or list item: `|` escaped, line breaks folded into
+/// spaces (every report's Markdown uses it).
+pub fn md_cell(s: &str) -> String {
+    s.replace('\r', "").replace('\n', " ").replace('|', "\\|")
+}
+
+/// `n word` with the word in the plural unless `n` is 1 (`1 phase`, `3 phases`).
+pub fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+/// `s` as inline Markdown code (a backtick inside becomes a quote; `|` stays escaped, so
+/// the span also fits a table cell).
+pub fn md_code(s: &str) -> String {
+    format!("`{}`", md_cell(&s.replace('`', "'")))
 }
 
 fn esc(s: &str) -> String {
@@ -519,6 +782,183 @@ pub fn validate_against_schema(report: &Path, schema: &Path) -> anyhow::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compare::Difference;
+    use crate::metrics::LatencySummary;
+
+    /// A report built by hand: fixed values only, so the Markdown is a stable snapshot.
+    fn fixed_report(self_mode: bool) -> Report {
+        let binary = |path: &str, version: &str, kind| BinaryInfo {
+            path: path.into(),
+            version: Some(version.into()),
+            sha256: Some("0123456789abcdef0123456789abcdef".into()),
+            kind,
+        };
+        let metrics = |p50, p99, rps| PhaseMetrics {
+            succeeded: 10_000,
+            failed: 0,
+            errors: BTreeMap::new(),
+            latency: LatencySummary {
+                count: 10_000,
+                min_us: 80,
+                mean_us: 310.5,
+                p50_us: p50,
+                p95_us: p99 - 100,
+                p99_us: p99,
+                max_us: p99 * 4,
+                curve: Vec::new(),
+            },
+            duration_ms: 4_000.0,
+            requests_per_s: rps,
+            bytes_per_s: 0.0,
+            bytes_sent: 0,
+            bytes_received: 0,
+        };
+        let mut explained = Comparison::new(
+            "probe",
+            Some("probes"),
+            9,
+            vec![Difference::new(
+                "probe",
+                Some("probes"),
+                "short_padded_frame",
+                "reaction",
+                "crash",
+                "close",
+            )],
+        );
+        explained.differences[0].divergence = Some("short-padded-frame-crash".into());
+        explained.unexplained_differences = 0;
+        explained.pass = true;
+        let failing = Comparison::new(
+            "me_stream",
+            Some("load"),
+            10_000,
+            vec![Difference::new(
+                "me_stream",
+                Some("load"),
+                "session 17 request 3",
+                "flags",
+                "0xa002100a",
+                "0xa0021002",
+            )],
+        );
+        let mut report = Report {
+            schema_version: SCHEMA_VERSION.into(),
+            generated_at: "2026-01-02T03:04:05Z".into(),
+            host: HostInfo {
+                hostname: "ci-runner".into(),
+                cpus: 2,
+                kernel: "6.1.0".into(),
+                os: "Debian GNU/Linux 12 (bookworm)".into(),
+                arch: "x86_64".into(),
+            },
+            runtime: "local".into(),
+            platform: None,
+            engine: None,
+            reference: if self_mode {
+                binary(
+                    "target/release/mtproto-proxy",
+                    "mtproxy-rs 0.1.0",
+                    BinaryKind::SelfCopy,
+                )
+            } else {
+                binary("c/objs/bin/mtproto-proxy", "mtproxy-3.0.10", BinaryKind::C)
+            },
+            candidate: binary(
+                "target/release/mtproto-proxy",
+                "mtproxy-rs 0.1.0",
+                BinaryKind::Rust,
+            ),
+            seed: 0x6d74_7072_6f78_7921,
+            requests: 10_009,
+            phases: vec![PhaseReport {
+                name: "load".into(),
+                sessions: 64,
+                requests: 10_000,
+                tagged: true,
+                deployment: "single".into(),
+                metrics: [
+                    ("candidate".to_string(), metrics(290, 690, 2500.0)),
+                    ("reference".to_string(), metrics(330, 700, 2400.5)),
+                ]
+                .into_iter()
+                .collect(),
+            }],
+            lifecycle: [
+                (
+                    "candidate".to_string(),
+                    LifecycleMetrics {
+                        startup_ms: Some(5.7),
+                        shutdown_ms: Some(2.1),
+                        exit: Some("exit:0".into()),
+                    },
+                ),
+                (
+                    "reference".to_string(),
+                    LifecycleMetrics {
+                        startup_ms: Some(33.8),
+                        shutdown_ms: None,
+                        exit: Some("signal:SIGKILL".into()),
+                    },
+                ),
+            ]
+            .into_iter()
+            .collect(),
+            comparisons: if self_mode {
+                vec![explained]
+            } else {
+                vec![explained, failing]
+            },
+            thresholds: Thresholds::default(),
+            noise_baseline: NoiseBaseline {
+                measured: !self_mode,
+                ..NoiseBaseline::default()
+            },
+            divergences: vec![MatchedDivergence {
+                id: "short-padded-frame-crash".into(),
+                title: "C crashes on a short padded frame".into(),
+                reason: "a bug of the C build".into(),
+                comparisons: vec!["probes/probe".into()],
+                occurrences: 1,
+            }],
+            warnings: if self_mode {
+                vec!["no reference: candidate compared against itself".into()]
+            } else {
+                Vec::new()
+            },
+            verdict: Verdict {
+                pass: false,
+                skipped: false,
+                reasons: Vec::new(),
+            },
+        };
+        report.decide(Vec::new());
+        report
+    }
+
+    #[test]
+    fn markdown_of_a_failing_run_names_the_failure() {
+        let report = fixed_report(false);
+        assert_eq!(report.verdict_label(), "FAIL");
+        let md = report.to_markdown();
+        assert!(md.starts_with("# Dual-run: FAIL\n"), "{md}");
+        insta::assert_snapshot!("dualrun_fail", md);
+    }
+
+    #[test]
+    fn markdown_of_a_self_mode_run_says_no_reference() {
+        let report = fixed_report(true);
+        assert_eq!(report.verdict_label(), "PASS");
+        let md = report.to_markdown();
+        assert!(md.contains("No reference mode"), "{md}");
+        insta::assert_snapshot!("dualrun_self_mode", md);
+    }
+
+    #[test]
+    fn markdown_cells_escape_pipes_and_fold_lines() {
+        assert_eq!(md_cell("a|b\nc"), "a\\|b c");
+        assert_eq!(md_code("x`y"), "`x'y`");
+    }
 
     #[test]
     fn rfc3339_formats_known_instants() {

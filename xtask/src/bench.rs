@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: the candidate (this port) against the reference (a C build) on
 //! loopback in one run — throughput, connection rate, latency, idle memory and CPU,
-//! start-up — with candidate/reference ratios, written to `artifacts/bench/bench-report.json`
-//! and `bench.svg` (see `artifacts/bench/SCHEMA.md`).
+//! start-up — with candidate/reference ratios, written to `artifacts/bench/bench-report.json`,
+//! `bench-report.md` (a Markdown summary fit for a CI job summary) and `bench.svg` (see
+//! `artifacts/bench/SCHEMA.md`).
 //!
 //! Each proxy runs pinned to one core (`taskset -c`, default the last CPU) with the same
 //! command line as the dual-run and no `-M`: C runs single-process, the candidate's
@@ -25,6 +26,8 @@ use serde::{Deserialize, Serialize};
 
 /// Report format version.
 pub const SCHEMA: &str = "mtproxy-bench/1";
+/// File name of the Markdown summary ([`Report::to_markdown`]).
+pub const REPORT_MD: &str = "bench-report.md";
 
 /// Arguments of `cargo xtask bench`.
 #[derive(Debug, clap::Args)]
@@ -754,11 +757,187 @@ impl Bench {
         };
         let json = out.join("bench-report.json");
         std::fs::write(&json, serde_json::to_string_pretty(&report)?)?;
+        std::fs::write(out.join(REPORT_MD), report.to_markdown())?;
         let svg = out.join("bench.svg");
         std::fs::write(&svg, render_svg(&report))?;
         println!("{}", summary(&report));
-        println!("report: {}\npicture: {}", json.display(), svg.display());
+        println!(
+            "report: {} and {}\npicture: {}",
+            json.display(),
+            out.join(REPORT_MD).display(),
+            svg.display()
+        );
         Ok(())
+    }
+}
+
+impl Report {
+    /// The targets missed.
+    pub fn missed(&self) -> Vec<&Target> {
+        self.targets.iter().filter(|t| !t.met).collect()
+    }
+
+    /// The Markdown summary (`bench-report.md`, fit for a CI job summary): how many of the
+    /// issue's targets were met up front, the binaries, the mode and the machine, every
+    /// ratio (median and spread over the runs), every target, and each miss with its
+    /// reason.
+    pub fn to_markdown(&self) -> String {
+        use parity::report::{md_cell, md_code};
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let missed = self.missed();
+        let headline = if self.targets.is_empty() {
+            "no target judged".to_string()
+        } else if missed.is_empty() {
+            format!(
+                "all {} met",
+                parity::report::plural(self.targets.len(), "target")
+            )
+        } else {
+            format!(
+                "{} of {} targets met, {} missed",
+                self.targets.len() - missed.len(),
+                self.targets.len(),
+                missed.len()
+            )
+        };
+        let _ = writeln!(
+            s,
+            "# Bench: {headline}{}\n",
+            if self.self_mode {
+                " — no reference"
+            } else {
+                ""
+            }
+        );
+        if self.self_mode {
+            s.push_str(
+                "> **No reference mode (self mode).** No C build was given (`--reference PATH` \
+                 or `MTPROXY_C_BIN`): the candidate was measured against itself, so every ratio \
+                 is about 1 and the targets relative to C say nothing.\n\n",
+            );
+        }
+        let first = self.runs.first();
+        let binary = |side: Option<&SideReport>| {
+            side.filter(|b| !b.binary.is_empty())
+                .map_or_else(|| "not measured".to_string(), |b| md_code(&b.binary))
+        };
+        let _ = writeln!(
+            s,
+            "- **Candidate:** {}",
+            binary(first.map(|r| &r.candidate))
+        );
+        let _ = writeln!(
+            s,
+            "- **Reference (C):** {}",
+            if self.self_mode {
+                "none — the candidate against itself".to_string()
+            } else {
+                binary(first.map(|r| &r.reference))
+            }
+        );
+        let m = &self.machine;
+        let _ = writeln!(
+            s,
+            "- **Machine:** {} — {} CPUs, {} GiB, Linux {}, AES-NI {}, {}",
+            md_cell(&m.cpu),
+            m.cpus,
+            m.memory >> 30,
+            md_cell(&m.kernel),
+            if m.aes_ni { "yes" } else { "no" },
+            md_cell(&m.openssl)
+        );
+        let _ = writeln!(
+            s,
+            "- **Runs:** {} (alternating order; medians below), proxies on CPU {}, load generator on CPU {}",
+            parity::report::plural(self.runs.len(), "run"),
+            self.plan.proxy_cpus,
+            self.plan.loadgen_cpus
+        );
+        let _ = writeln!(
+            s,
+            "- **Crypto floor:** {:.0} MB/s of echo (CTR {:.0}, CBC encrypt {:.0}, CBC decrypt {:.0} MB/s on the proxies' core)",
+            self.floor.echo_mb_s,
+            self.floor.ctr_mb_s,
+            self.floor.cbc_encrypt_mb_s,
+            self.floor.cbc_decrypt_mb_s
+        );
+        let _ = writeln!(
+            s,
+            "- **Phases:** {}",
+            self.plan
+                .phases
+                .iter()
+                .map(|p| md_code(p))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let _ = writeln!(s, "- **Generated:** {}", self.generated);
+
+        if !missed.is_empty() {
+            s.push_str("\n## Missed targets\n\n");
+            for t in &missed {
+                let why = if t.why.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", md_cell(&t.why))
+                };
+                let _ = writeln!(
+                    s,
+                    "- **{}** — {} (bound {}), missed by {:.0} %{why}",
+                    md_cell(&t.target),
+                    fmt_value(t.value),
+                    fmt_value(t.bound),
+                    t.missed_by * 100.0
+                );
+            }
+        }
+
+        s.push_str("\n## Targets\n\n| Target | Value | Bound | Result |\n|---|---:|---:|---|\n");
+        for t in &self.targets {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                md_cell(&t.target),
+                fmt_value(t.value),
+                fmt_value(t.bound),
+                if t.met { "met" } else { "**MISSED**" }
+            );
+        }
+
+        s.push_str(
+            "\n## Candidate / reference\n\n| Metric | Candidate | Reference | Ratio | Spread | Better when |\n\
+             |---|---:|---:|---:|---|---|\n",
+        );
+        for sp in &self.spreads {
+            let higher = first
+                .and_then(|r| r.ratios.iter().find(|x| x.metric == sp.metric))
+                .is_none_or(|x| x.higher_is_better);
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.3} | {:.3}–{:.3} | {} |",
+                md_code(&sp.metric),
+                fmt_value(sp.candidate_median),
+                fmt_value(sp.reference_median),
+                sp.median,
+                sp.min,
+                sp.max,
+                if higher { "higher" } else { "lower" }
+            );
+        }
+        s
+    }
+}
+
+/// A figure for the Markdown: whole numbers as they are, others with up to 3 decimals.
+fn fmt_value(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else if v.abs() >= 100.0 {
+        format!("{v:.1}")
+    } else {
+        let t = format!("{v:.3}");
+        t.trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }
 
@@ -1382,6 +1561,96 @@ mod tests {
         };
         let (m, lo, hi, label) = bar(&p99, false, 4.0);
         assert_eq!((m, lo, hi, label.as_str()), (2.0, 1.0, 2.5, "2.00x"));
+    }
+
+    /// A report built by hand: fixed values only, so the Markdown is a stable snapshot.
+    fn fixed_report() -> Report {
+        let mut c = side(300.0, 1200.0, 90.0, 2000.0);
+        let mut r = side(200.0, 1000.0, 100.0, 8000.0);
+        c.label = "candidate".into();
+        c.binary = "target/release/mtproto-proxy".into();
+        r.label = "reference".into();
+        r.binary = "c/objs/bin/mtproto-proxy".into();
+        c.conn_rate.cpu.loadgen_percent = 97.0;
+        c.conn_rate.per_proxy_cpu_s = 1500.0;
+        r.conn_rate.per_proxy_cpu_s = 1000.0;
+        let runs = vec![run(c, r)];
+        let floor = Floor {
+            ctr_mb_s: 6877.0,
+            cbc_encrypt_mb_s: 865.0,
+            cbc_decrypt_mb_s: 6746.0,
+            echo_mb_s: 627.0,
+        };
+        let spreads = spreads(&runs);
+        let mut targets = targets(&spreads, 0.478);
+        explain(&mut targets, &MissContext::of(&runs, &floor));
+        let spec = BulkSpec {
+            clients: 16,
+            requests: 64,
+            request_size: 16384,
+            answer_size: 16384,
+            window: 4,
+        };
+        Report {
+            schema: SCHEMA.into(),
+            generated: "2026-01-02T03:04:05Z".into(),
+            self_mode: false,
+            machine: Machine {
+                cpu: "AMD EPYC".into(),
+                cpus: 2,
+                kernel: "6.1.0".into(),
+                memory: 24 << 30,
+                aes_ni: true,
+                vaes: false,
+                nofile: (20_000, 20_000),
+                openssl: "OpenSSL 3.0.17".into(),
+            },
+            floor,
+            plan: Plan {
+                phases: vec![
+                    "echo".into(),
+                    "conn".into(),
+                    "memory".into(),
+                    "latency".into(),
+                ],
+                startup_trials: 5,
+                proxy_cpus: "1".into(),
+                loadgen_cpus: "0".into(),
+                idle_secs: 10.0,
+                idle_clients: vec![1000],
+                echo: spec,
+                upload: spec,
+                download: spec,
+                latency_clients: 16,
+                latency_rate: 800.0,
+                latency_size: 256,
+                latency_secs: 10.0,
+                conn_concurrency: 128,
+                conn_secs: 3.0,
+                max_connections: 16_384,
+            },
+            runs,
+            spreads,
+            targets,
+        }
+    }
+
+    #[test]
+    fn markdown_names_the_missed_targets_with_their_reason() {
+        let report = fixed_report();
+        let md = report.to_markdown();
+        assert!(md.starts_with("# Bench: "), "{md}");
+        assert!(md.contains("load generator was saturated"), "{md}");
+        insta::assert_snapshot!("bench", md);
+    }
+
+    #[test]
+    fn markdown_of_self_mode_says_no_reference() {
+        let mut report = fixed_report();
+        report.self_mode = true;
+        let md = report.to_markdown();
+        assert!(md.contains(" — no reference\n"), "{md}");
+        assert!(md.contains("none — the candidate against itself"), "{md}");
     }
 
     #[test]
