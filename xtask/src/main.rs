@@ -14,6 +14,10 @@
 //!   C, the naive baseline, the port's own zero-downtime upgrade); writes
 //!   `artifacts/cutover/cutover-report.json` and `cutover.svg` (exit 1 when a gated
 //!   criterion fails).
+//! * `gate` — the migration's go/no-go: the dual-run, the quick drills and the quick
+//!   cutover rehearsal in one run; writes `artifacts/gate/gate-report.json` and
+//!   `gate-report.md` (and appends the Markdown to `$GITHUB_STEP_SUMMARY`); exit 0 on GO,
+//!   1 on NO-GO.
 //! * `image` — linux/amd64 images from local material (debootstrap base, cached; the
 //!   candidate from the release binary; the reference wrapping a given C binary).
 //! * `coverage` — the functional coverage report of the migration (13 domains: modules,
@@ -38,6 +42,7 @@ mod coverage;
 mod cutover;
 mod drill;
 mod dualrun;
+mod gate;
 mod image;
 mod tidy;
 mod time;
@@ -65,6 +70,9 @@ enum Command {
     /// Rehearse the cutover C → port, the rollback, and the port's upgrade under live
     /// traffic; write artifacts/cutover/.
     Cutover(cutover::Cutover),
+    /// The migration gate: dual-run, quick drills and quick cutover rehearsal, one
+    /// go/no-go in artifacts/gate/ (exit 0 GO, 1 NO-GO).
+    Gate(gate::Gate),
     /// Build linux/amd64 images from local material (candidate, and reference from a C binary).
     Image(image::Image),
     /// Write the functional coverage report of the migration (artifacts/coverage/).
@@ -81,6 +89,7 @@ impl Command {
             Command::Vectors(cmd) => cmd.run(),
             Command::Drill(cmd) => cmd.run(),
             Command::Cutover(cmd) => cmd.run(),
+            Command::Gate(cmd) => cmd.run(),
             Command::Image(cmd) => cmd.run(),
             Command::Coverage(cmd) => cmd.run(),
             Command::Tidy(cmd) => cmd.run(),
