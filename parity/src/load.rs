@@ -76,6 +76,18 @@ pub fn cpu_times(pid: u32) -> Option<CpuTimes> {
     parse_stat_times(&text)
 }
 
+/// CPU seconds of a process and its live children (a `-M` master and its workers).
+pub fn cpu_times_tree(pid: u32) -> Option<CpuTimes> {
+    let mut t = cpu_times(pid)?;
+    for child in crate::process::child_pids(pid) {
+        if let Some(c) = cpu_times(child) {
+            t.total += c.total;
+            t.system += c.system;
+        }
+    }
+    Some(t)
+}
+
 /// CPU seconds of a process.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CpuTimes {
@@ -283,6 +295,11 @@ impl BenchMe {
     /// The listen address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// RPC_PROXY_REQs received so far.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::Relaxed)
     }
 
     /// RPC handshakes completed so far.
@@ -704,6 +721,7 @@ pub struct BenchProxy {
     child: tokio::process::Child,
     pid: u32,
     client_addr: SocketAddr,
+    stats_addr: SocketAddr,
     started: Instant,
     dir: PathBuf,
     log: PathBuf,
@@ -724,6 +742,8 @@ pub struct ProxySpec {
     pub me: SocketAddr,
     /// `-c`.
     pub max_connections: u32,
+    /// `-M` (0: none, a single process).
+    pub workers: u32,
     /// Short name for files (`candidate`, `reference`).
     pub label: String,
     /// Where the proxy's output goes.
@@ -751,7 +771,8 @@ impl BenchProxy {
         let builder = ProxyProcess::builder(&spec.binary)
             .secrets(&[spec.secret])
             .me_targets(&targets)
-            .max_connections(spec.max_connections);
+            .max_connections(spec.max_connections)
+            .workers(spec.workers);
         let conf = dir.join("proxy-multi.conf");
         let secret = dir.join("proxy-secret");
         std::fs::write(&conf, builder.multi_conf())?;
@@ -789,10 +810,38 @@ impl BenchProxy {
             child,
             pid,
             client_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, client_port)),
+            stats_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, stats_port)),
             started,
             dir,
             log,
         })
+    }
+
+    /// The stats (`-p`, `--http-stats`) address.
+    pub fn stats_addr(&self) -> SocketAddr {
+        self.stats_addr
+    }
+
+    /// The `/stats` counters that tell where packets went, as one line (for error
+    /// messages): forwarded and dropped queries and answers, closed clients.
+    pub async fn stats_line(&self) -> String {
+        match crate::process::fetch_stats(self.stats_addr, Duration::from_secs(2)).await {
+            Ok(s) => [
+                "tot_forwarded_queries",
+                "dropped_queries",
+                "tot_forwarded_responses",
+                "dropped_responses",
+                "connections_failed_lru",
+                "connections_failed_flood",
+                "ext_connections",
+                "total_special_connections",
+            ]
+            .iter()
+            .map(|k| format!("{k}={}", s.get(*k).map_or("?", String::as_str)))
+            .collect::<Vec<_>>()
+            .join(" "),
+            Err(e) => format!("/stats: {e:#}"),
+        }
     }
 
     /// The process id (taskset execs the proxy, so it is the proxy's).
@@ -1016,7 +1065,7 @@ impl CpuWindow {
     pub fn start(pid: u32) -> Self {
         Self {
             at: Instant::now(),
-            proxy: cpu_times(pid).unwrap_or_default(),
+            proxy: cpu_times_tree(pid).unwrap_or_default(),
             me: cpu_seconds(std::process::id()).unwrap_or(0.0),
             pid,
         }
@@ -1025,7 +1074,7 @@ impl CpuWindow {
     /// Ends it.
     pub fn finish(&self) -> CpuUse {
         let seconds = self.at.elapsed().as_secs_f64().max(1e-9);
-        let now = cpu_times(self.pid).unwrap_or(self.proxy);
+        let now = cpu_times_tree(self.pid).unwrap_or(self.proxy);
         let proxy = now.total - self.proxy.total;
         let kernel = now.system - self.proxy.system;
         let me = cpu_seconds(std::process::id()).unwrap_or(self.me) - self.me;
@@ -1384,12 +1433,16 @@ pub async fn latency(
     size: usize,
     duration: Duration,
 ) -> anyhow::Result<LatencyResult> {
+    // Every call has its own seeds: a client header seen before is a replay, which the
+    // candidate answers with silence (a second latency phase against the same proxy
+    // would time out on its first client).
+    let phase = PHASES.fetch_add(1, Ordering::Relaxed) ^ (u64::from(std::process::id()) << 32);
     let mut conns = Vec::with_capacity(clients);
     for i in 0..clients {
         let cfg = ClientConfig::new(Transport::Intermediate)
             .secret(secret)
             .dc(2)
-            .seed(0x1a7e + i as u64)
+            .seed(phase.wrapping_mul(0x1_0000).wrapping_add(0x1a7e + i as u64))
             .timeout(Duration::from_secs(5));
         let mut c = SimClient::connect(addr, cfg).await?;
         let warm = request_payload(&mut StdRng::seed_from_u64(i as u64), size);

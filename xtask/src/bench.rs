@@ -64,6 +64,11 @@ pub struct Bench {
     /// Start-up trials per side (fresh process each; the median is reported).
     #[arg(long, default_value_t = 5)]
     startup_trials: usize,
+    /// Deployments to measure: `pinned` (each proxy on one core, one runtime thread: the
+    /// phases above), `default` (no taskset, the default runtime: what operators run) and
+    /// `workers2` (`-M 2` on both sides, no taskset).
+    #[arg(long, value_delimiter = ',', default_values_t = DEPLOYMENTS.map(String::from))]
+    deployments: Vec<String>,
     /// Small and short phases (a smoke test of the harness; figures are not meaningful).
     #[arg(long)]
     quick: bool,
@@ -71,6 +76,9 @@ pub struct Bench {
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
 }
+
+/// Every deployment, in the order they run.
+pub const DEPLOYMENTS: [&str; 3] = ["pinned", "default", "workers2"];
 
 /// Every phase, in the order they run.
 pub const PHASES: [&str; 8] = [
@@ -112,12 +120,26 @@ pub struct Plan {
     pub conn_secs: f64,
     /// `-c` given to both proxies.
     pub max_connections: u32,
+    /// Deployments measured (see [`DEPLOYMENTS`]).
+    #[serde(default)]
+    pub deployments: Vec<String>,
+    /// Clients of the half-load latency phase (unpinned deployments).
+    #[serde(default)]
+    pub half_clients: usize,
+    /// Requests per client of the capacity probe that sets the half load.
+    #[serde(default)]
+    pub capacity_requests: usize,
 }
 
 impl Plan {
     /// Whether `phase` runs.
     pub fn has(&self, phase: &str) -> bool {
         self.phases.iter().any(|p| p == phase)
+    }
+
+    /// Whether `deployment` is measured.
+    pub fn deploys(&self, deployment: &str) -> bool {
+        self.deployments.iter().any(|d| d == deployment)
     }
 
     fn new(b: &Bench, proxy_cpus: String, loadgen_cpus: String) -> Self {
@@ -167,6 +189,9 @@ impl Plan {
             conn_concurrency: 128,
             conn_secs: if q { 1.0 } else { 3.0 },
             max_connections: 16_384,
+            deployments: b.deployments.clone(),
+            half_clients: 64,
+            capacity_requests: if q { 200 } else { 2000 },
         }
     }
 }
@@ -245,6 +270,37 @@ impl Floor {
     }
 }
 
+/// What one side measured in an unpinned deployment (`default`, `workers2`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeploymentSide {
+    /// Round trips at light load (the pinned phase's clients and rate).
+    pub latency_light: LatencyResult,
+    /// Round trips at about half load (see [`DeploymentRun::half_rate`]).
+    pub latency_half: LatencyResult,
+    /// Bulk echo.
+    pub echo: BulkResult,
+    /// New connections per second.
+    pub conn_rate: ConnRateResult,
+}
+
+/// One unpinned deployment in one run: both sides.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeploymentRun {
+    /// `default` or `workers2`.
+    pub name: String,
+    /// `-M` of both sides (0: none).
+    pub workers: u32,
+    /// Closed-loop round trips per second the reference reached in this deployment (16
+    /// clients, one 256-byte request outstanding each): its capacity for small packets.
+    pub reference_capacity_per_s: f64,
+    /// The half-load rate offered to both sides: half that capacity.
+    pub half_rate: f64,
+    /// This port.
+    pub candidate: DeploymentSide,
+    /// The C build (or the candidate again in self mode).
+    pub reference: DeploymentSide,
+}
+
 /// One run: both sides and their ratios.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
@@ -258,7 +314,10 @@ pub struct RunReport {
     pub candidate: SideReport,
     /// The C build (or the candidate again in self mode).
     pub reference: SideReport,
-    /// candidate / reference per metric (see [`ratios`]).
+    /// The unpinned deployments.
+    #[serde(default)]
+    pub deployments: Vec<DeploymentRun>,
+    /// candidate / reference per metric (see [`ratios`] and [`deployment_ratios`]).
     pub ratios: Vec<Ratio>,
 }
 
@@ -338,6 +397,67 @@ pub fn ratios(c: &SideReport, r: &SideReport) -> Vec<Ratio> {
         r.rss_ready as f64,
         false,
     );
+    v
+}
+
+/// The ratios of the unpinned deployments, named `<deployment>/<metric>`.
+pub fn deployment_ratios(deployments: &[DeploymentRun]) -> Vec<Ratio> {
+    let mut v = Vec::new();
+    for d in deployments {
+        let (c, r) = (&d.candidate, &d.reference);
+        let mut push = |metric: &str, a: f64, b: f64, hib: bool| {
+            v.push(Ratio {
+                metric: format!("{}/{metric}", d.name),
+                candidate: a,
+                reference: b,
+                ratio: if b != 0.0 { a / b } else { 0.0 },
+                higher_is_better: hib,
+            });
+        };
+        for (load, lc, lr) in [
+            ("light", &c.latency_light, &r.latency_light),
+            ("half", &c.latency_half, &r.latency_half),
+        ] {
+            push(
+                &format!("latency_{load}_p50_us"),
+                lc.p50_us,
+                lr.p50_us,
+                false,
+            );
+            push(
+                &format!("latency_{load}_p99_us"),
+                lc.p99_us,
+                lr.p99_us,
+                false,
+            );
+            push(
+                &format!("latency_{load}_p999_us"),
+                lc.p999_us,
+                lr.p999_us,
+                false,
+            );
+            push(
+                &format!("latency_{load}_max_us"),
+                lc.max_us,
+                lr.max_us,
+                false,
+            );
+        }
+        push("echo_mb_s", c.echo.mb_per_s, r.echo.mb_per_s, true);
+        push(
+            "echo_mb_per_proxy_cpu_s",
+            c.echo.mb_per_proxy_cpu_s,
+            r.echo.mb_per_proxy_cpu_s,
+            true,
+        );
+        push("conn_per_s", c.conn_rate.per_s, r.conn_rate.per_s, true);
+        push(
+            "conn_per_proxy_cpu_s",
+            c.conn_rate.per_proxy_cpu_s,
+            r.conn_rate.per_proxy_cpu_s,
+            true,
+        );
+    }
     v
 }
 
@@ -519,12 +639,14 @@ pub fn targets(spreads: &[Spread], floor_fraction: f64) -> Vec<Target> {
     if let Some(s) = get("echo_mb_s") {
         t.push(target("echo throughput >= 1.3x C", s.median, 1.3, true));
     }
-    t.push(target(
-        "echo throughput >= 60% of the crypto floor",
-        floor_fraction,
-        0.6,
-        true,
-    ));
+    if get("echo_mb_s").is_some() {
+        t.push(target(
+            "echo throughput >= 60% of the crypto floor",
+            floor_fraction,
+            0.6,
+            true,
+        ));
+    }
     if let Some(s) = get("conn_per_s") {
         t.push(target("new connections/s >= 1.5x C", s.median, 1.5, true));
     }
@@ -548,6 +670,34 @@ pub fn targets(spreads: &[Spread], floor_fraction: f64) -> Vec<Target> {
     }
     if let Some(s) = get("latency_p99_us") {
         t.push(target("p99 latency <= C", s.median, 1.0, false));
+    }
+    for d in DEPLOYMENTS.iter().filter(|d| **d != "pinned") {
+        for load in ["light", "half"] {
+            if let Some(s) = get(&format!("{d}/latency_{load}_p99_us")) {
+                t.push(target(
+                    &format!("p99 latency <= C ({d}, {load} load)"),
+                    s.median,
+                    1.0,
+                    false,
+                ));
+            }
+        }
+        if let Some(s) = get(&format!("{d}/conn_per_proxy_cpu_s")) {
+            t.push(target(
+                &format!("connections per proxy CPU-second >= 1.5x C ({d})"),
+                s.median,
+                1.5,
+                true,
+            ));
+        }
+        if let Some(s) = get(&format!("{d}/echo_mb_per_proxy_cpu_s")) {
+            t.push(target(
+                &format!("echo per proxy CPU-second >= 1.5x C ({d})"),
+                s.median,
+                1.5,
+                true,
+            ));
+        }
     }
     if let Some(s) = get("idle_cpu_percent") {
         t.push(target(
@@ -632,6 +782,7 @@ impl Bench {
             .map(|c| c.to_string())
             .collect();
         let loadgen_cpus = others.join(",");
+        let all_cpus = format!("0-{}", cpus.saturating_sub(1));
         let candidate = match &self.candidate {
             Some(c) => c.clone(),
             None => crate::dualrun::build_candidate(&root)?,
@@ -648,20 +799,7 @@ impl Bench {
             }
         }
         // Pin this process (and the runtime threads created below) away from the proxy.
-        let status = std::process::Command::new("taskset")
-            .args([
-                "-a",
-                "-p",
-                "-c",
-                &loadgen_cpus,
-                &std::process::id().to_string(),
-            ])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .context("running taskset (util-linux) to pin the load generator")?;
-        if !status.success() {
-            bail!("taskset failed: {status}");
-        }
+        pin_self(&loadgen_cpus)?;
         let nofile = load::raise_nofile();
         let out = self
             .out
@@ -703,7 +841,7 @@ impl Bench {
                 [("reference", &reference), ("candidate", &candidate)]
             };
             for (label, bin) in order {
-                if self.candidate_only && label == "reference" {
+                if !plan.deploys("pinned") || (self.candidate_only && label == "reference") {
                     sides.push(SideReport {
                         label: label.into(),
                         ..SideReport::default()
@@ -727,13 +865,52 @@ impl Bench {
                 let r = sides.remove(0);
                 (sides.remove(0), r)
             };
-            let ratios = ratios(&c, &r);
+            let mut deployments = Vec::new();
+            for (name, workers) in [("default", 0u32), ("workers2", 2)] {
+                if !plan.deploys(name) {
+                    continue;
+                }
+                // Nothing pinned: the load generator shares every CPU with the proxy, as
+                // other work does on an operator's machine.
+                pin_self(&all_cpus)?;
+                eprintln!(
+                    "[bench] run {}/{}: deployment {name} (no taskset{})",
+                    i + 1,
+                    self.runs.max(1),
+                    if workers > 0 {
+                        ", -M 2 on both sides"
+                    } else {
+                        ", default runtime"
+                    }
+                );
+                let d = rt
+                    .block_on(run_deployment(
+                        name,
+                        workers,
+                        &candidate,
+                        &reference,
+                        cand_first,
+                        self.candidate_only,
+                        &plan,
+                        &log_dir,
+                    ))
+                    .with_context(|| format!("run {i}, deployment {name}"))?;
+                deployments.push(d);
+                pin_self(&loadgen_cpus)?;
+            }
+            let mut ratios = if plan.deploys("pinned") {
+                ratios(&c, &r)
+            } else {
+                Vec::new()
+            };
+            ratios.extend(deployment_ratios(&deployments));
             runs.push(RunReport {
                 index: i,
                 first: if cand_first { "candidate" } else { "reference" }.into(),
                 loadavg: (load0, loadavg()),
                 candidate: c,
                 reference: r,
+                deployments,
                 ratios,
             });
         }
@@ -872,6 +1049,21 @@ impl Report {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        if !self.plan.deployments.is_empty() {
+            let _ = writeln!(
+                s,
+                "- **Deployments:** {} (`pinned`: each proxy on one core, one runtime thread; \
+                 `default`: no taskset, the default runtime; `workers2`: `-M 2` on both sides, \
+                 no taskset; in the unpinned ones the load generator shares every CPU; \
+                 `<deployment>/latency_half_*` is at half the reference's closed-loop capacity)",
+                self.plan
+                    .deployments
+                    .iter()
+                    .map(|d| md_code(d))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         let _ = writeln!(s, "- **Generated:** {}", self.generated);
 
         if !missed.is_empty() {
@@ -1016,6 +1208,7 @@ async fn run_side(
         proxy_secret,
         me: me.addr(),
         max_connections: plan.max_connections,
+        workers: 0,
         label: label.to_string(),
         log_dir: log_dir.to_path_buf(),
     };
@@ -1178,6 +1371,245 @@ async fn measure_side(
             side.conn_rate.cpu.loadgen_percent
         ));
     }
+    Ok(side)
+}
+
+/// Sets the CPU affinity of every thread of this process (`taskset -a -p -c CPUS`).
+fn pin_self(cpus: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &std::process::id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running taskset (util-linux) to place the load generator")?;
+    if !status.success() {
+        bail!("taskset -a -p -c {cpus} failed: {status}");
+    }
+    Ok(())
+}
+
+/// One unpinned deployment: the reference's small-packet capacity first (a probe that
+/// sets the half load), then both sides in the run's order.
+#[allow(clippy::too_many_arguments)]
+async fn run_deployment(
+    name: &str,
+    workers: u32,
+    candidate: &Path,
+    reference: &Path,
+    cand_first: bool,
+    candidate_only: bool,
+    plan: &Plan,
+    log_dir: &Path,
+) -> anyhow::Result<DeploymentRun> {
+    let probe_bin = if candidate_only { candidate } else { reference };
+    let capacity = {
+        let (me, proxy, secret) = start_unpinned(
+            &format!("{name}-capacity"),
+            probe_bin,
+            workers,
+            plan,
+            log_dir,
+        )
+        .await?;
+        let r = capacity_per_s(&me, &proxy, secret, plan).await;
+        let r = r.with_context(|| format!("capacity log tail:\n{}", proxy.log_tail(15)));
+        proxy.stop(Duration::from_secs(5)).await;
+        r?
+    };
+    let half_rate = (capacity / 2.0).max(plan.latency_rate);
+    eprintln!(
+        "[bench]   {name}: reference capacity {capacity:.0} round trips/s (16 clients, 256 B); half load {half_rate:.0}/s"
+    );
+    let mut d = DeploymentRun {
+        name: name.to_string(),
+        workers,
+        reference_capacity_per_s: capacity,
+        half_rate,
+        ..DeploymentRun::default()
+    };
+    let order: [(&str, &Path); 2] = if cand_first {
+        [("candidate", candidate), ("reference", reference)]
+    } else {
+        [("reference", reference), ("candidate", candidate)]
+    };
+    for (label, bin) in order {
+        if candidate_only && label == "reference" {
+            continue;
+        }
+        let side = deployment_side(
+            &format!("{label}-{name}"),
+            bin,
+            workers,
+            half_rate,
+            plan,
+            log_dir,
+        )
+        .await?;
+        if label == "candidate" {
+            d.candidate = side;
+        } else {
+            d.reference = side;
+        }
+    }
+    Ok(d)
+}
+
+/// A fresh bench ME and an unpinned proxy (`-M workers` when > 0), ready: every ME link up.
+async fn start_unpinned(
+    label: &str,
+    binary: &Path,
+    workers: u32,
+    plan: &Plan,
+    log_dir: &Path,
+) -> anyhow::Result<(BenchMe, BenchProxy, [u8; 16])> {
+    let secret = load::fresh_secret();
+    let proxy_secret = load::fresh_proxy_secret();
+    let me = BenchMe::spawn(proxy_secret.clone()).await?;
+    let spec = ProxySpec {
+        binary: binary.to_path_buf(),
+        cpus: None,
+        secret,
+        proxy_secret,
+        me: me.addr(),
+        max_connections: plan.max_connections,
+        workers,
+        label: label.to_string(),
+        log_dir: log_dir.to_path_buf(),
+    };
+    let mut proxy = BenchProxy::spawn(&spec)?;
+    load::first_accept(&mut proxy, secret, Duration::from_secs(10)).await?;
+    // 4 links per target, per process that connects to the ME.
+    let links = 4 * workers.max(1) as usize;
+    if me
+        .wait_handshakes(links, Duration::from_secs(10))
+        .await
+        .is_err()
+    {
+        eprintln!(
+            "[bench]   {label}: only {} of {links} ME links came up",
+            me.handshakes()
+        );
+    }
+    // Let the workers' start-up settle before anything is timed.
+    settle_cpu(proxy.pid()).await;
+    Ok((me, proxy, secret))
+}
+
+/// Closed-loop round trips per second: 16 clients, one 256-byte request outstanding each.
+async fn capacity_per_s(
+    me: &BenchMe,
+    proxy: &BenchProxy,
+    secret: [u8; 16],
+    plan: &Plan,
+) -> anyhow::Result<f64> {
+    let spec = load::BulkSpec {
+        clients: 16,
+        requests: plan.capacity_requests,
+        request_size: 256,
+        answer_size: 256,
+        window: 1,
+    };
+    let r = load::bulk(
+        me,
+        proxy.client_addr(),
+        proxy.pid(),
+        secret,
+        spec,
+        Duration::from_secs(120),
+    )
+    .await?;
+    Ok(r.mb_per_s * 1e6 / 256.0)
+}
+
+async fn deployment_side(
+    label: &str,
+    binary: &Path,
+    workers: u32,
+    half_rate: f64,
+    plan: &Plan,
+    log_dir: &Path,
+) -> anyhow::Result<DeploymentSide> {
+    let (me, proxy, secret) = start_unpinned(label, binary, workers, plan, log_dir).await?;
+    let r = measure_deployment(label, &me, &proxy, secret, half_rate, plan).await;
+    let r = match r {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            let stats = proxy.stats_line().await;
+            Err(e.context(format!(
+                "{label}: {stats}\nME: {} requests\nlog tail:\n{}",
+                me.requests(),
+                proxy.log_tail(15)
+            )))
+        }
+    };
+    proxy.stop(Duration::from_secs(5)).await;
+    r
+}
+
+async fn measure_deployment(
+    label: &str,
+    me: &BenchMe,
+    proxy: &BenchProxy,
+    secret: [u8; 16],
+    half_rate: f64,
+    plan: &Plan,
+) -> anyhow::Result<DeploymentSide> {
+    let step = |what: &str| eprintln!("[bench]   {label}: {what}");
+    let (addr, pid) = (proxy.client_addr(), proxy.pid());
+    let secs = Duration::from_secs_f64(plan.latency_secs);
+    let mut side = DeploymentSide::default();
+    let show = |l: &LatencyResult| {
+        format!(
+            "p50 {:.0} us, p99 {:.0} us, p999 {:.0} us, max {:.0} us ({} samples, proxy CPU {:.0} %)",
+            l.p50_us, l.p99_us, l.p999_us, l.max_us, l.samples, l.cpu.proxy_percent
+        )
+    };
+    side.latency_light = load::latency(
+        addr,
+        pid,
+        secret,
+        plan.latency_clients,
+        plan.latency_rate,
+        plan.latency_size,
+        secs,
+    )
+    .await?;
+    step(&format!(
+        "light load ({:.0}/s): {}",
+        plan.latency_rate,
+        show(&side.latency_light)
+    ));
+    side.latency_half = load::latency(
+        addr,
+        pid,
+        secret,
+        plan.half_clients,
+        half_rate,
+        plan.latency_size,
+        secs,
+    )
+    .await?;
+    step(&format!(
+        "half load ({half_rate:.0}/s): {}",
+        show(&side.latency_half)
+    ));
+    side.echo = load::bulk(me, addr, pid, secret, plan.echo, Duration::from_secs(180)).await?;
+    step(&format!(
+        "echo: {:.0} MB/s, {:.0} MB per proxy CPU-s (proxy CPU {:.0} %)",
+        side.echo.mb_per_s, side.echo.mb_per_proxy_cpu_s, side.echo.cpu.proxy_percent
+    ));
+    side.conn_rate = load::conn_rate(
+        addr,
+        pid,
+        secret,
+        plan.conn_concurrency,
+        Duration::from_secs_f64(plan.conn_secs),
+        (plan.conn_secs * 25_000.0) as usize,
+    )
+    .await?;
+    step(&format!(
+        "{:.0} connections/s, {:.0} per proxy CPU-s (proxy CPU {:.0} %)",
+        side.conn_rate.per_s, side.conn_rate.per_proxy_cpu_s, side.conn_rate.cpu.proxy_percent
+    ));
     Ok(side)
 }
 
@@ -1457,8 +1889,50 @@ mod tests {
             loadavg: (0.0, 0.0),
             candidate: c,
             reference: r,
+            deployments: Vec::new(),
             ratios,
         }
+    }
+
+    fn deployment_side(p99: f64, echo_per_cpu: f64, conn_per_cpu: f64) -> DeploymentSide {
+        let mut d = DeploymentSide::default();
+        d.latency_light.p99_us = p99;
+        d.latency_half.p99_us = p99 * 2.0;
+        d.echo.mb_per_proxy_cpu_s = echo_per_cpu;
+        d.conn_rate.per_proxy_cpu_s = conn_per_cpu;
+        d
+    }
+
+    /// The unpinned deployments get their own ratios, named by deployment, and their own
+    /// targets: p99 at both loads, and per-CPU-second efficiency.
+    #[test]
+    fn deployments_have_their_own_ratios_and_targets() {
+        let d = DeploymentRun {
+            name: "default".into(),
+            candidate: deployment_side(300.0, 160.0, 9000.0),
+            reference: deployment_side(200.0, 100.0, 5000.0),
+            ..DeploymentRun::default()
+        };
+        let ratios = deployment_ratios(&[d]);
+        let r = |m: &str| ratios.iter().find(|x| x.metric == m).unwrap().ratio;
+        assert!((r("default/latency_light_p99_us") - 1.5).abs() < 1e-9);
+        assert!((r("default/latency_half_p99_us") - 1.5).abs() < 1e-9);
+        assert!((r("default/conn_per_proxy_cpu_s") - 1.8).abs() < 1e-9);
+        let mut run0 = run(SideReport::default(), SideReport::default());
+        run0.ratios = ratios;
+        let t = targets(&spreads(&[run0]), 0.0);
+        let met = |name: &str| t.iter().find(|x| x.target == name).map(|x| x.met);
+        assert_eq!(met("p99 latency <= C (default, light load)"), Some(false));
+        assert_eq!(met("p99 latency <= C (default, half load)"), Some(false));
+        assert_eq!(
+            met("connections per proxy CPU-second >= 1.5x C (default)"),
+            Some(true)
+        );
+        assert_eq!(
+            met("echo per proxy CPU-second >= 1.5x C (default)"),
+            Some(true)
+        );
+        assert_eq!(met("p99 latency <= C (workers2, light load)"), None);
     }
 
     #[test]
@@ -1628,6 +2102,9 @@ mod tests {
                 conn_concurrency: 128,
                 conn_secs: 3.0,
                 max_connections: 16_384,
+                deployments: vec!["pinned".into()],
+                half_clients: 64,
+                capacity_requests: 2000,
             },
             runs,
             spreads,
