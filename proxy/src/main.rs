@@ -67,14 +67,18 @@ fn main() -> ExitCode {
     tracing::info!("Invoking engine {}", cli::version_line());
     tracing::info!("config_filename = '{}'", opts.config_file);
     let workers = opts.workers;
+    let threads_opt = opts.threads;
     let app = match App::prepare(opts, sink) {
         Ok(a) => Arc::new(a),
         Err(f) => return fatal(&f),
     };
+    // One event loop per process, as C: a second runtime thread on a busy machine costs
+    // more in cross-thread wake-ups than it gives (see README, Performance). `-M N` spreads
+    // clients over N processes; `--threads N` gives one process a multi-thread runtime.
     let threads = if workers > 0 || is_worker {
         1
     } else {
-        std::thread::available_parallelism().map_or(2, usize::from)
+        threads_opt
     };
     let runtime = match mtproxy::os::runtime(threads) {
         Ok(r) => r,

@@ -214,6 +214,9 @@ pub struct Options {
     /// `--check` (ours): validate the configuration and the environment, print one line
     /// per check and exit (see [`crate::check`]).
     pub check: bool,
+    /// `--threads` (ours): runtime threads of a process without `-M` (default 1, one event
+    /// loop as C's; a `-M` worker always has one).
+    pub threads: usize,
     /// Options given that C accepts and that have no effect here (long names, in order,
     /// without duplicates); see [`ignored_options`].
     pub ignored: Vec<&'static str>,
@@ -255,6 +258,7 @@ impl Options {
             drain_timeout: crate::net::DRAIN_GRACE,
             public_host: None,
             check: false,
+            threads: 1,
             ignored: Vec::new(),
         }
     }
@@ -374,6 +378,7 @@ enum Id {
     DrainTimeout,
     PublicHost,
     Check,
+    Threads,
 }
 
 struct OptDef {
@@ -384,7 +389,7 @@ struct OptDef {
 }
 
 /// How many entries at the end of [`OPTS`] are ours, not C's.
-const OWN_OPTIONS: usize = 5;
+const OWN_OPTIONS: usize = 6;
 
 /// The option table in C's order (which is also glibc's order for ambiguity lists).
 const OPTS: &[OptDef] = &[
@@ -628,6 +633,12 @@ const OPTS: &[OptDef] = &[
         short: None,
         arg: Arg::No,
         id: Id::Check,
+    },
+    OptDef {
+        long: "threads",
+        short: None,
+        arg: Arg::Required,
+        id: Id::Threads,
     },
 ];
 
@@ -1008,6 +1019,14 @@ fn apply(o: &mut Options, def: &OptDef, value: Option<String>) -> Flow {
         Id::HandoverSocket => o.handover_socket = Some(v),
         Id::PublicHost => o.public_host = Some(v),
         Id::Check => o.check = true,
+        Id::Threads => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=256).contains(&n) => o.threads = n,
+            _ => {
+                return usage_with(vec![StderrLine::Log(format!(
+                    "--threads: '{v}' is not a thread count (1 to 256)"
+                ))])
+            }
+        },
         Id::HandoverTimeout | Id::DrainTimeout => match parse_seconds(&v) {
             Some(d) if def.id == Id::HandoverTimeout => o.handover_timeout = d,
             Some(d) => o.drain_timeout = d,
@@ -1070,6 +1089,40 @@ fn apply_http_ports(o: &mut Options, s: &str) -> Flow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn our_operator_options_parse_and_leave_c_abbreviations_alone() {
+        let o = parse_from([
+            "p",
+            "--threads",
+            "4",
+            "--public-host=p.example",
+            "--check",
+            "conf",
+        ])
+        .unwrap();
+        assert_eq!(
+            (o.threads, o.public_host.as_deref(), o.check),
+            (4, Some("p.example"), true)
+        );
+        let d = parse_from(["p", "conf"]).unwrap();
+        assert_eq!((d.threads, d.public_host, d.check), (1, None, false));
+        for bad in ["--threads=0", "--threads=257", "--threads=many"] {
+            let e = parse_from(["p", bad, "conf"]).unwrap_err();
+            assert_eq!(e.code, 2, "{bad}");
+            assert!(format!("{:?}", e.stderr).contains("--threads"), "{bad}");
+        }
+        // `--t` stays ambiguous among C's tcp-* options; `--ch` and `--pu` are ours.
+        let amb = parse_from(["p", "--t=1", "conf"]).unwrap_err();
+        assert!(
+            !format!("{:?}", amb.stderr).contains("'--threads'"),
+            "{:?}",
+            amb.stderr
+        );
+        let o = parse_from(["p", "--ch", "--pu=h", "conf"]).unwrap();
+        assert!(o.check);
+        assert_eq!(o.public_host.as_deref(), Some("h"));
+    }
 
     #[test]
     fn our_handover_options_parse_and_leave_c_abbreviations_alone() {
