@@ -632,6 +632,100 @@ pub fn explain(targets: &mut [Target], cx: &MissContext) {
     }
 }
 
+/// User-space and kernel CPU per unit of work (per MB echoed, per connection), medians over
+/// the runs, for one side of one unpinned deployment.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuSplit {
+    /// User-space CPU seconds per unit.
+    pub user: f64,
+    /// Kernel CPU seconds per unit.
+    pub kernel: f64,
+}
+
+fn split(cpu: &load::CpuUse, units: f64) -> Option<CpuSplit> {
+    if units <= 0.0 || cpu.proxy_cpu_s <= 0.0 {
+        return None;
+    }
+    let kernel = cpu.proxy_cpu_s * cpu.proxy_kernel_share_percent / 100.0;
+    Some(CpuSplit {
+        user: (cpu.proxy_cpu_s - kernel) / units,
+        kernel: kernel / units,
+    })
+}
+
+fn median_split(v: &[CpuSplit]) -> CpuSplit {
+    CpuSplit {
+        user: median(v.iter().map(|x| x.user).collect()),
+        kernel: median(v.iter().map(|x| x.kernel).collect()),
+    }
+}
+
+/// Fills in [`Target::why`] for missed per-CPU-second targets of the unpinned deployments:
+/// where each side's CPU goes per unit of work, and the ratio the kernel's part allows at
+/// most (the same socket work for both sides; with no user-space CPU at all the candidate
+/// would reach C's total / the candidate's kernel time).
+pub fn explain_deployments(targets: &mut [Target], runs: &[RunReport]) {
+    for t in targets.iter_mut().filter(|t| !t.met) {
+        let Some(d) = DEPLOYMENTS
+            .iter()
+            .find(|d| t.target.ends_with(&format!("({d})")))
+        else {
+            continue;
+        };
+        let echo = t.target.starts_with("echo per proxy CPU-second");
+        let conn = t.target.starts_with("connections per proxy CPU-second");
+        if !echo && !conn {
+            continue;
+        }
+        let (mut cand, mut refr) = (Vec::new(), Vec::new());
+        for dr in runs
+            .iter()
+            .flat_map(|r| &r.deployments)
+            .filter(|x| x.name == *d)
+        {
+            for (side, out) in [(&dr.candidate, &mut cand), (&dr.reference, &mut refr)] {
+                let s = if echo {
+                    split(&side.echo.cpu, side.echo.bytes as f64 / 1e6)
+                } else {
+                    split(&side.conn_rate.cpu, side.conn_rate.connections as f64)
+                };
+                out.extend(s);
+            }
+        }
+        if cand.is_empty() || refr.is_empty() {
+            continue;
+        }
+        let (c, r) = (median_split(&cand), median_split(&refr));
+        let (unit, scale, per) = if echo {
+            ("MB echoed", 1e3, "ms")
+        } else {
+            ("connection", 1e6, "us")
+        };
+        let cap = if c.kernel > 0.0 {
+            (r.user + r.kernel) / c.kernel
+        } else {
+            0.0
+        };
+        t.why = format!(
+            "per {unit} the candidate spends {:.2} {per} in user space and {:.2} {per} in the \
+             kernel, C {:.2} and {:.2} {per}: the candidate's user-space work is {:.1}x lower, \
+             but the kernel part (socket I/O of the same bytes) is {:.2}x C's, which caps the \
+             ratio at {:.2}x even with no user-space work at all",
+            c.user * scale,
+            c.kernel * scale,
+            r.user * scale,
+            r.kernel * scale,
+            if c.user > 0.0 { r.user / c.user } else { 0.0 },
+            if r.kernel > 0.0 {
+                c.kernel / r.kernel
+            } else {
+                0.0
+            },
+            cap
+        );
+    }
+}
+
 /// The issue's targets, judged on the medians.
 pub fn targets(spreads: &[Spread], floor_fraction: f64) -> Vec<Target> {
     let get = |m: &str| spreads.iter().find(|s| s.metric == m);
@@ -921,6 +1015,7 @@ impl Bench {
             .collect();
         let mut targets = targets(&spreads, median(fractions));
         explain(&mut targets, &MissContext::of(&runs, &floor));
+        explain_deployments(&mut targets, &runs);
         let report = Report {
             schema: SCHEMA.into(),
             generated: crate::time::rfc3339_utc(SystemTime::now()),
@@ -1933,6 +2028,43 @@ mod tests {
             Some(true)
         );
         assert_eq!(met("p99 latency <= C (workers2, light load)"), None);
+    }
+
+    /// A missed per-CPU target says where each side's CPU went and what the kernel allows.
+    #[test]
+    fn a_per_cpu_miss_is_explained_by_the_cpu_split() {
+        let side = |user: f64, kernel: f64| {
+            let mut d = DeploymentSide::default();
+            d.echo.bytes = 100_000_000;
+            d.echo.cpu.proxy_cpu_s = user + kernel;
+            d.echo.cpu.proxy_kernel_share_percent = kernel / (user + kernel) * 100.0;
+            d.echo.mb_per_proxy_cpu_s = 100.0 / (user + kernel);
+            d
+        };
+        let d = DeploymentRun {
+            name: "default".into(),
+            candidate: side(0.1, 0.3),
+            reference: side(0.25, 0.3),
+            ..DeploymentRun::default()
+        };
+        let mut r = run(SideReport::default(), SideReport::default());
+        r.ratios = deployment_ratios(std::slice::from_ref(&d));
+        r.deployments = vec![d];
+        let mut t = targets(&spreads(std::slice::from_ref(&r)), 0.0);
+        explain_deployments(&mut t, &[r]);
+        let miss = t
+            .iter()
+            .find(|x| x.target == "echo per proxy CPU-second >= 1.5x C (default)")
+            .unwrap();
+        assert!(!miss.met);
+        assert!(
+            miss.why
+                .contains("1.00 ms in user space and 3.00 ms in the kernel")
+                && miss.why.contains("2.5x lower")
+                && miss.why.contains("caps the ratio at 1.83x"),
+            "{}",
+            miss.why
+        );
     }
 
     #[test]
