@@ -310,6 +310,11 @@ pub struct RunReport {
     pub first: String,
     /// Load average (1 min) at the start and end of the run: other work on the machine.
     pub loadavg: (f64, f64),
+    /// CPU time the hypervisor took from this machine during the run (`steal` of
+    /// `/proc/stat`), in % of all CPUs: above a few % the latency figures of the run
+    /// measure the host, not the proxies.
+    #[serde(default)]
+    pub steal_percent: f64,
     /// This port.
     pub candidate: SideReport,
     /// The C build (or the candidate again in self mode).
@@ -927,6 +932,7 @@ impl Bench {
         for i in 0..self.runs.max(1) {
             let cand_first = i % 2 == 0;
             let load0 = loadavg();
+            let steal0 = cpu_steal();
             let log_dir = out.join("logs").join(format!("run{i}"));
             let mut sides = Vec::new();
             let order: [(&str, &Path); 2] = if cand_first {
@@ -1002,6 +1008,7 @@ impl Bench {
                 index: i,
                 first: if cand_first { "candidate" } else { "reference" }.into(),
                 loadavg: (load0, loadavg()),
+                steal_percent: steal0.percent_until(cpu_steal()),
                 candidate: c,
                 reference: r,
                 deployments,
@@ -1155,6 +1162,17 @@ impl Report {
                     .deployments
                     .iter()
                     .map(|d| md_code(d))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if !self.runs.is_empty() {
+            let _ = writeln!(
+                s,
+                "- **Host CPU steal per run:** {} (time the hypervisor took; above a few % a run's latency figures measure the host)",
+                self.runs
+                    .iter()
+                    .map(|r| format!("{:.1} %", r.steal_percent))
                     .collect::<Vec<_>>()
                     .join(", ")
             );
@@ -1720,6 +1738,36 @@ fn slab() -> u64 {
         .map_or(0, |k| k * 1024)
 }
 
+/// `(steal, total)` jiffies of all CPUs, from the `cpu` line of `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Steal(u64, u64);
+
+impl Steal {
+    fn percent_until(self, later: Steal) -> f64 {
+        let total = later.1.saturating_sub(self.1);
+        if total == 0 {
+            return 0.0;
+        }
+        later.0.saturating_sub(self.0) as f64 / total as f64 * 100.0
+    }
+}
+
+fn cpu_steal() -> Steal {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|t| {
+            let v: Vec<u64> = t
+                .lines()
+                .next()?
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            Some(Steal(v.get(7).copied().unwrap_or(0), v.iter().sum()))
+        })
+        .unwrap_or_default()
+}
+
 fn loadavg() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -1982,6 +2030,7 @@ mod tests {
             index: 0,
             first: "candidate".into(),
             loadavg: (0.0, 0.0),
+            steal_percent: 0.0,
             candidate: c,
             reference: r,
             deployments: Vec::new(),
