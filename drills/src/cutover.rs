@@ -350,15 +350,7 @@ impl CutoverReport {
             t.new_per_second,
             t.long_slots + t.marathons
         );
-        let _ = writeln!(
-            s,
-            "- **Host:** {} — {} CPUs, {}, Linux {}, {}",
-            md_cell(&self.host.hostname),
-            self.host.cpus,
-            md_cell(&self.host.os),
-            md_cell(&self.host.kernel),
-            self.host.arch
-        );
+        let _ = writeln!(s, "{}", self.host.markdown_line());
         let _ = writeln!(s, "- **Generated:** {}", self.generated_at);
 
         let errors: Vec<(&str, &str)> = self

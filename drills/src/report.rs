@@ -198,15 +198,7 @@ impl DrillsReport {
                 format!("{} s", self.soak_seconds)
             }
         );
-        let _ = writeln!(
-            s,
-            "- **Host:** {} — {} CPUs, {}, Linux {}, {}",
-            md_cell(&self.host.hostname),
-            self.host.cpus,
-            md_cell(&self.host.os),
-            md_cell(&self.host.kernel),
-            self.host.arch
-        );
+        let _ = writeln!(s, "{}", self.host.markdown_line());
         let _ = writeln!(s, "- **Generated:** {}", self.generated_at);
 
         if !failed.is_empty() {

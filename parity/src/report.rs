@@ -36,6 +36,18 @@ pub struct HostInfo {
 }
 
 impl HostInfo {
+    /// The `- **Host:** …` line of every Markdown report.
+    pub fn markdown_line(&self) -> String {
+        format!(
+            "- **Host:** {} — {} CPUs, {}, Linux {}, {}",
+            md_cell(&self.hostname),
+            self.cpus,
+            md_cell(&self.os),
+            md_cell(&self.kernel),
+            self.arch
+        )
+    }
+
     /// Describe this machine.
     pub fn detect() -> Self {
         let read = |p: &str| {
@@ -308,15 +320,7 @@ impl Report {
                 "not measured (thresholds use their absolute floors)"
             }
         );
-        let _ = writeln!(
-            s,
-            "- **Host:** {} — {} CPUs, {}, Linux {}, {}",
-            md_cell(&self.host.hostname),
-            self.host.cpus,
-            md_cell(&self.host.os),
-            md_cell(&self.host.kernel),
-            self.host.arch
-        );
+        let _ = writeln!(s, "{}", self.host.markdown_line());
         let _ = writeln!(s, "- **Generated:** {}", self.generated_at);
 
         if label == "FAIL" {

@@ -449,14 +449,7 @@ fn links_check(o: &Options) -> Line {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::cli::parse_from;
-
-    fn opts(args: &[&str]) -> Options {
-        let mut v = vec!["mtproto-proxy".to_string()];
-        v.extend(args.iter().map(|s| s.to_string()));
-        v.push("proxy-multi.conf".into());
-        parse_from(v).unwrap()
-    }
+    use crate::config::cli::parse_for_test as opts;
 
     #[test]
     fn nat_fails_only_for_an_unmapped_private_address_towards_a_public_middle_end() {

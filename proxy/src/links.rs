@@ -241,14 +241,7 @@ pub fn log_links(opts: &Options) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::cli::parse_from;
-
-    fn opts(args: &[&str]) -> Options {
-        let mut v = vec!["mtproto-proxy".to_string()];
-        v.extend(args.iter().map(|s| s.to_string()));
-        v.push("proxy-multi.conf".into());
-        parse_from(v).unwrap()
-    }
+    use crate::config::cli::parse_for_test as opts;
 
     #[test]
     fn modes_follow_what_the_proxy_accepts() {

@@ -353,25 +353,12 @@ pub fn ratios(c: &SideReport, r: &SideReport) -> Vec<Ratio> {
             higher_is_better: hib,
         });
     };
-    push("echo_mb_s", c.echo.mb_per_s, r.echo.mb_per_s, true);
+    push_throughput(&mut push, (&c.echo, &c.conn_rate), (&r.echo, &r.conn_rate));
     push("upload_mb_s", c.upload.mb_per_s, r.upload.mb_per_s, true);
     push(
         "download_mb_s",
         c.download.mb_per_s,
         r.download.mb_per_s,
-        true,
-    );
-    push(
-        "echo_mb_per_proxy_cpu_s",
-        c.echo.mb_per_proxy_cpu_s,
-        r.echo.mb_per_proxy_cpu_s,
-        true,
-    );
-    push("conn_per_s", c.conn_rate.per_s, r.conn_rate.per_s, true);
-    push(
-        "conn_per_proxy_cpu_s",
-        c.conn_rate.per_proxy_cpu_s,
-        r.conn_rate.per_proxy_cpu_s,
         true,
     );
     push("latency_p50_us", c.latency.p50_us, r.latency.p50_us, false);
@@ -448,22 +435,32 @@ pub fn deployment_ratios(deployments: &[DeploymentRun]) -> Vec<Ratio> {
                 false,
             );
         }
-        push("echo_mb_s", c.echo.mb_per_s, r.echo.mb_per_s, true);
-        push(
-            "echo_mb_per_proxy_cpu_s",
-            c.echo.mb_per_proxy_cpu_s,
-            r.echo.mb_per_proxy_cpu_s,
-            true,
-        );
-        push("conn_per_s", c.conn_rate.per_s, r.conn_rate.per_s, true);
-        push(
-            "conn_per_proxy_cpu_s",
-            c.conn_rate.per_proxy_cpu_s,
-            r.conn_rate.per_proxy_cpu_s,
-            true,
-        );
+        push_throughput(&mut push, (&c.echo, &c.conn_rate), (&r.echo, &r.conn_rate));
     }
     v
+}
+
+/// Echo throughput and connection rate, absolute and per proxy CPU-second: the ratios every
+/// deployment has.
+fn push_throughput(
+    push: &mut impl FnMut(&str, f64, f64, bool),
+    (ce, cc): (&BulkResult, &ConnRateResult),
+    (re, rc): (&BulkResult, &ConnRateResult),
+) {
+    push("echo_mb_s", ce.mb_per_s, re.mb_per_s, true);
+    push(
+        "echo_mb_per_proxy_cpu_s",
+        ce.mb_per_proxy_cpu_s,
+        re.mb_per_proxy_cpu_s,
+        true,
+    );
+    push("conn_per_s", cc.per_s, rc.per_s, true);
+    push(
+        "conn_per_proxy_cpu_s",
+        cc.per_proxy_cpu_s,
+        rc.per_proxy_cpu_s,
+        true,
+    );
 }
 
 /// The spread of one ratio over the runs.

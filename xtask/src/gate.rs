@@ -481,15 +481,7 @@ impl GateReport {
                 .as_ref()
                 .map_or_else(|| "none — \"no reference\" mode".to_string(), binary)
         );
-        let _ = writeln!(
-            s,
-            "- **Host:** {} — {} CPUs, {}, Linux {}, {}",
-            md_cell(&self.host.hostname),
-            self.host.cpus,
-            md_cell(&self.host.os),
-            md_cell(&self.host.kernel),
-            self.host.arch
-        );
+        let _ = writeln!(s, "{}", self.host.markdown_line());
         let _ = writeln!(
             s,
             "- **Generated:** {} — the gate took {} (min:s)",

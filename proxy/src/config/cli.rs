@@ -1086,6 +1086,15 @@ fn apply_http_ports(o: &mut Options, s: &str) -> Flow {
     Flow::Continue
 }
 
+/// Test helper: `mtproto-proxy ARGS proxy-multi.conf`, parsed (panics on a usage error).
+#[cfg(test)]
+pub(crate) fn parse_for_test(args: &[&str]) -> Options {
+    let mut v = vec!["mtproto-proxy".to_string()];
+    v.extend(args.iter().map(|s| s.to_string()));
+    v.push("proxy-multi.conf".into());
+    parse_from(v).expect("test arguments parse")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
