@@ -668,6 +668,10 @@ fn median_split(v: &[CpuSplit]) -> CpuSplit {
 /// would reach C's total / the candidate's kernel time).
 pub fn explain_deployments(targets: &mut [Target], runs: &[RunReport]) {
     for t in targets.iter_mut().filter(|t| !t.met) {
+        if let Some(why) = latency_why(&t.target, runs) {
+            t.why = why;
+            continue;
+        }
         let Some(d) = DEPLOYMENTS
             .iter()
             .find(|d| t.target.ends_with(&format!("({d})")))
@@ -726,6 +730,54 @@ pub fn explain_deployments(targets: &mut [Target], runs: &[RunReport]) {
             cap
         );
     }
+}
+
+/// For a missed p99 target: each run's p99 on both sides beside the host's CPU steal in
+/// that run, and how many runs the candidate won.
+fn latency_why(target: &str, runs: &[RunReport]) -> Option<String> {
+    let rest = target.strip_prefix("p99 latency <= C")?;
+    // `None`: the pinned deployment; else (deployment, half load).
+    let which: Option<(String, bool)> = if rest.is_empty() {
+        None
+    } else {
+        let inner = rest.trim().trim_start_matches('(').trim_end_matches(')');
+        let (d, load) = inner.split_once(", ")?;
+        Some((d.to_string(), load.starts_with("half")))
+    };
+    let pick = |r: &RunReport| -> Option<(f64, f64)> {
+        let Some((d, half)) = &which else {
+            return Some((r.candidate.latency.p99_us, r.reference.latency.p99_us));
+        };
+        let x = r.deployments.iter().find(|x| &x.name == d)?;
+        Some(if *half {
+            (
+                x.candidate.latency_half.p99_us,
+                x.reference.latency_half.p99_us,
+            )
+        } else {
+            (
+                x.candidate.latency_light.p99_us,
+                x.reference.latency_light.p99_us,
+            )
+        })
+    };
+    let rows: Vec<(f64, f64, f64)> = runs
+        .iter()
+        .filter_map(|r| pick(r).map(|(c, x)| (c, x, r.steal_percent)))
+        .collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let won = rows.iter().filter(|(c, r, _)| c <= r).count();
+    Some(format!(
+        "per run, candidate/C p99 in us (host CPU steal): {}; the candidate had the lower p99 \
+         in {won} of {} runs",
+        rows.iter()
+            .map(|(c, r, st)| format!("{c:.0}/{r:.0} ({st:.1} %)"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        rows.len()
+    ))
 }
 
 /// The issue's targets, judged on the medians.
@@ -2074,6 +2126,38 @@ mod tests {
             Some(true)
         );
         assert_eq!(met("p99 latency <= C (workers2, light load)"), None);
+    }
+
+    /// A missed p99 target lists each run's figures beside the host's steal.
+    #[test]
+    fn a_latency_miss_lists_the_runs_and_the_steal() {
+        let d = DeploymentRun {
+            name: "workers2".into(),
+            candidate: deployment_side(1500.0, 1.0, 1.0),
+            reference: deployment_side(1000.0, 1.0, 1.0),
+            ..DeploymentRun::default()
+        };
+        let mut r = run(SideReport::default(), SideReport::default());
+        r.steal_percent = 7.5;
+        r.ratios = deployment_ratios(std::slice::from_ref(&d));
+        r.deployments = vec![d];
+        let mut t = targets(&spreads(std::slice::from_ref(&r)), 0.0);
+        explain_deployments(&mut t, &[r]);
+        let miss = t
+            .iter()
+            .find(|x| x.target == "p99 latency <= C (workers2, light load)")
+            .unwrap();
+        assert_eq!(
+            miss.why,
+            "per run, candidate/C p99 in us (host CPU steal): 1500/1000 (7.5 %); the candidate had the lower p99 in 0 of 1 runs"
+        );
+        let half = t
+            .iter()
+            .find(|x| x.target == "p99 latency <= C (workers2, half load)")
+            .unwrap();
+        assert!(half
+            .why
+            .starts_with("per run, candidate/C p99 in us (host CPU steal): 3000/2000"));
     }
 
     /// A missed per-CPU target says where each side's CPU went and what the kernel allows.
