@@ -807,7 +807,8 @@ fn site_port_available() -> bool {
 
 /// The `-l FILE` of one side's [`Deployment::Workers`] instance: a fresh file under
 /// `out_dir/logs/` (a directory of the user running the harness; the proxies' workers
-/// run as `nobody`).
+/// run as `nobody`), named with this harness process's id so that two runs at once (a
+/// dual-run beside a gate) never move or read each other's files.
 fn worker_log_path(
     opts: &DualrunOptions,
     cfg: &InstanceConfig,
@@ -815,7 +816,12 @@ fn worker_log_path(
 ) -> anyhow::Result<PathBuf> {
     let dir = opts.out_dir.join("logs");
     std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-    let path = dir.join(format!("{}-{}.log", cfg.group, side.name()));
+    let path = dir.join(format!(
+        "{}-{}-{}.log",
+        cfg.group,
+        side.name(),
+        std::process::id()
+    ));
     match std::fs::remove_file(&path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             return Err(e).with_context(|| format!("remove {}", path.display()))
