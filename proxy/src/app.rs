@@ -517,6 +517,11 @@ impl App {
             }
         });
         if let Some(t) = takeover {
+            // Say ready once the middle ends can be reached: a client the old process no
+            // longer accepts must not meet a new one whose links are still connecting
+            // (its packets would be dropped). Bounded: an unreachable middle end leaves
+            // the new process no worse off than the old.
+            wait_for_middle_ends(&shared, self.opts.handover_timeout / 2).await;
             self.confirm_takeover(t, &shutdown).await?;
             gates.go.cancel();
         }
@@ -967,6 +972,25 @@ fn offer_of(
 
 /// Serves takeover requests on the handover socket, one at a time, until one succeeds
 /// (then cancels `retire`) or the process stops. A failed takeover leaves us serving.
+/// Waits (at most `bound`) until every middle-end target of the config has a ready link.
+async fn wait_for_middle_ends(shared: &Shared, bound: Duration) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let deadline = tokio::time::Instant::now() + bound;
+    let c = &shared.counters;
+    while c.total_ready_targets.load(Relaxed) < c.total_declared_targets.load(Relaxed) {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                ready = c.total_ready_targets.load(Relaxed),
+                declared = c.total_declared_targets.load(Relaxed),
+                "handover: not every middle end is reachable yet; taking over anyway"
+            );
+            return;
+        }
+        // The pool has no readiness signal of its own: look again shortly.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn serve_handover(
     listener: std::os::unix::net::UnixListener,
     offer: handover::Offer,

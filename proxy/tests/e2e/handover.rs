@@ -377,6 +377,15 @@ async fn systemd_socket_activation_serves_on_the_passed_socket() {
         );
         ensure!(child.try_wait()?.is_none(), "{}", read(&log));
         drop(listener);
+        // A middle-end link is up on its side: a packet that arrives before that is
+        // dropped, as C drops it.
+        poll("the activated proxy's middle-end link", WAIT, || {
+            read(&log)
+                .contains("connected to RPC middle-end")
+                .then_some(())
+        })
+        .await
+        .with_context(|| read(&log))?;
         let mut rng = StdRng::seed_from_u64(9);
         for seed in 0..3u64 {
             let mut c = SimClient::connect(addr, rig.cfg(Transport::Intermediate, 2, seed)).await?;
