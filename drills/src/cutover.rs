@@ -1314,7 +1314,7 @@ async fn run(
     let skipped = steps_skipped(&steps);
     let report = CutoverReport {
         schema_version: SCHEMA_VERSION.into(),
-        generated_at: parity::report::rfc3339(std::time::SystemTime::now()),
+        generated_at: mtproxy::clock::rfc3339(std::time::SystemTime::now()),
         host: parity::report::HostInfo::detect(),
         scale: opts.scale,
         timing,

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use parity::report::{md_cell, md_code, plural, rfc3339, HostInfo};
+use parity::report::{md_cell, md_code, plural, HostInfo};
 use serde::{Deserialize, Serialize};
 
 use crate::{suite, Outcome, Scale, Settings, Target, Verdict};
@@ -426,7 +426,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<DrillsReport> {
     }
     let mut report = DrillsReport {
         schema_version: SCHEMA_VERSION.into(),
-        generated_at: rfc3339(std::time::SystemTime::now()),
+        generated_at: mtproxy::clock::rfc3339(std::time::SystemTime::now()),
         host: HostInfo::detect(),
         scale: opts.settings.scale,
         soak_seconds: opts.settings.soak.as_secs(),

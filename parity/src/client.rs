@@ -27,7 +27,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use mtproxy::protocol::crypto::AesCtr;
@@ -212,12 +212,6 @@ pub fn expected_confirm(payload: &[u8]) -> u32 {
     crate::fake_me::quick_ack_confirm(payload)
 }
 
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// A connected client.
 pub struct SimClient {
     stream: TcpStream,
@@ -289,8 +283,13 @@ impl SimClient {
                         "fake TLS carries padded intermediate only".into(),
                     ));
                 }
-                let (hello, random) =
-                    build_client_hello(&secret, domain, now_unix(), &mut rng, *shape);
+                let (hello, random) = build_client_hello(
+                    &secret,
+                    domain,
+                    mtproxy::clock::unix_now(),
+                    &mut rng,
+                    *shape,
+                );
                 stream.write_all(&hello).await.map_err(io_err)?;
                 let info = loop {
                     if let Some(info) = verify_server_hello(&raw, &random, &secret)? {

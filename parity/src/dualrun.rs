@@ -15,7 +15,7 @@ use crate::divergences::DivergenceList;
 use crate::metrics::{round3, LifecycleMetrics, PhaseMetrics};
 use crate::process::{free_port, probe_version, sha256_file, ProxyProcess, ReadyHook, Signal};
 use crate::report::{
-    rfc3339, BinaryInfo, BinaryKind, HostInfo, MatchedDivergence, PhaseReport, Report, Verdict,
+    BinaryInfo, BinaryKind, HostInfo, MatchedDivergence, PhaseReport, Report, Verdict,
     SCHEMA_VERSION,
 };
 use crate::runtime::{Availability, Runtime};
@@ -233,7 +233,7 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
     let resolved = resolve(&opts, &mut warnings);
     let mut report = Report {
         schema_version: SCHEMA_VERSION.into(),
-        generated_at: rfc3339(std::time::SystemTime::now()),
+        generated_at: mtproxy::clock::rfc3339(std::time::SystemTime::now()),
         host: HostInfo::detect(),
         runtime: opts.runtime.name().into(),
         platform: match &opts.runtime {
@@ -658,7 +658,7 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
     report.divergences = matched.into_values().collect();
     report.warnings = warnings;
     report.decide(reasons);
-    report.generated_at = rfc3339(std::time::SystemTime::now());
+    report.generated_at = mtproxy::clock::rfc3339(std::time::SystemTime::now());
     report.write(&opts.out_dir)?;
     opts.say(if report.verdict.pass {
         "verdict: PASS"

@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use bytes::{Bytes, BytesMut};
@@ -53,13 +53,6 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 pub fn quick_ack_confirm(payload: &[u8]) -> u32 {
     let h = sha256(&[payload]);
     u32::from_le_bytes([h[0], h[1], h[2], h[3]]) | 0x8000_0000
-}
-
-/// Current unix time in seconds (the harness may read clocks; the core may not).
-pub(crate) fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// One RPC_PROXY_REQ as the FakeMe received it.
@@ -277,7 +270,7 @@ impl FakeMeBuilder {
             ip: 0x7f00_0001,
             port: addr.port() as i16,
             pid: (std::process::id() & 0xffff) as u16,
-            utime: now_unix() as i32,
+            utime: mtproxy::clock::unix_now() as i32,
         });
         let cancel = CancellationToken::new();
         let (events, _) = broadcast::channel(4096);
@@ -812,7 +805,7 @@ async fn drive_link(
             r = rd.read_buf(&mut inbuf), if reading => match r {
                 Ok(0) => break (None, false),
                 Ok(_) => {
-                    if let Err(e) = link.handle_input(&mut inbuf, now_unix()) {
+                    if let Err(e) = link.handle_input(&mut inbuf, mtproxy::clock::unix_now()) {
                         // Flush what the link queued (an RPC_HANDSHAKE_ERROR), then close.
                         failed = Some(format!("link error: {e}"));
                     }

@@ -55,12 +55,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 // ---------------------------------------------------------------------------------------
 // /proc readers.
 
@@ -271,7 +265,7 @@ impl BenchMe {
                 ip: 0x7f00_0001,
                 port: addr.port() as i16,
                 pid: (std::process::id() & 0xffff) as u16,
-                utime: unix_now() as i32,
+                utime: mtproxy::clock::unix_now() as i32,
             },
             mode: AtomicU8::new(MeMode::Echo as u8),
             handshakes: AtomicUsize::new(0),
@@ -535,7 +529,7 @@ async fn me_link(shared: Arc<MeShared>, id: usize, stream: TcpStream) {
             r = rd.read_buf(&mut buf) => match r {
                 Ok(0) | Err(_) => break false,
                 Ok(_) => {
-                    if link.handle_input(&mut buf, unix_now()).is_err() {
+                    if link.handle_input(&mut buf, mtproxy::clock::unix_now()).is_err() {
                         break true;
                     }
                     let mut released = false;

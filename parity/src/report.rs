@@ -571,31 +571,6 @@ impl Report {
     }
 }
 
-/// RFC 3339 UTC timestamp of `t` (seconds precision).
-pub fn rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 /// Text for a Markdown table cell or list item: `|` escaped, line breaks folded into
 /// spaces (every report's Markdown uses it).
 pub fn md_cell(s: &str) -> String {
@@ -962,13 +937,5 @@ mod tests {
     fn markdown_cells_escape_pipes_and_fold_lines() {
         assert_eq!(md_cell("a|b\nc"), "a\\|b c");
         assert_eq!(md_code("x`y"), "`x'y`");
-    }
-
-    #[test]
-    fn rfc3339_formats_known_instants() {
-        let t = |s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s);
-        assert_eq!(rfc3339(t(0)), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(t(951_782_400)), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(t(1_795_624_644)), "2026-11-25T16:37:24Z");
     }
 }

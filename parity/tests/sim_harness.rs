@@ -36,13 +36,6 @@ const T: Duration = Duration::from_secs(5);
 /// How long a "silence" observation waits.
 const QUIET: Duration = Duration::from_millis(300);
 
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 fn proxy_secret() -> Vec<u8> {
     (0u8..128)
         .map(|i| i.wrapping_mul(29).wrapping_add(3))
@@ -84,7 +77,7 @@ impl ProxySide {
         };
         let mut params = LinkParams::new(secret, local, me, pid);
         params.crc32c = crc32c;
-        let link = RpcLink::client(params, now_unix(), &mut rand::thread_rng());
+        let link = RpcLink::client(params, mtproxy::clock::unix_now(), &mut rand::thread_rng());
         let mut p = Self {
             stream,
             link,
@@ -114,7 +107,8 @@ impl ProxySide {
                 if n == 0 {
                     bail!("EOF from the FakeMe");
                 }
-                self.link.handle_input(&mut self.buf, now_unix())?;
+                self.link
+                    .handle_input(&mut self.buf, mtproxy::clock::unix_now())?;
                 self.flush().await;
             }
         })
@@ -475,7 +469,7 @@ async fn serve(mut s: TcpStream, mode: EchoMode, seed: u64) -> anyhow::Result<()
                 wire.len(),
                 std::slice::from_ref(domain),
                 &[*secret],
-                now_unix(),
+                mtproxy::clock::unix_now(),
                 &mut ReplayCache::new(),
             )
             .map_err(|e| anyhow!("{e}"))?;

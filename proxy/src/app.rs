@@ -80,7 +80,7 @@ pub fn load_config_text(text: &[u8], name: &str) -> Result<LoadedConfig, Fatal> 
             conf: Arc::new(conf),
             size: text.len(),
             md5: hex::encode(crate::protocol::crypto::md5(&[text])),
-            loaded_at: unix_now(),
+            loaded_at: crate::clock::unix_now(),
             text: String::from_utf8_lossy(text).into_owned(),
         }),
         Err(e) => Err(Fatal {
@@ -139,13 +139,6 @@ pub fn load_secret(opts: &Options) -> Result<Option<ProxySecret>, Fatal> {
     }
 }
 
-/// Unix time now.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// Everything the serving phase needs.
 pub struct App {
     opts: Options,
@@ -198,7 +191,7 @@ impl App {
             config: Mutex::new(config),
             secret,
             log,
-            start_time: unix_now(),
+            start_time: crate::clock::unix_now(),
             worker,
             shutdown: CancellationToken::new(),
             links: CancellationToken::new(),
@@ -265,7 +258,7 @@ impl App {
         Info {
             pid: std::process::id(),
             start_time: self.start_time,
-            current_time: unix_now(),
+            current_time: crate::clock::unix_now(),
             config_filename: self.opts.config_file.clone(),
             config_loaded_at: cfg.loaded_at,
             config_size: cfg.size,

@@ -18,6 +18,7 @@
 
 pub mod app;
 pub mod check;
+pub mod clock;
 pub mod config;
 pub mod handover;
 pub mod links;

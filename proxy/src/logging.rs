@@ -230,20 +230,11 @@ where
         mut w: Writer<'_>,
         event: &Event<'_>,
     ) -> std::fmt::Result {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let secs = now.as_secs() as i64;
-        let (y, mo, d) = crate::net::stats_http::civil_from_days(secs.div_euclid(86_400));
-        let t = secs.rem_euclid(86_400);
         write!(
             w,
-            "[{}][{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}.{:06} UTC] {} ",
+            "[{}][{}] {} ",
             self.pid,
-            t / 3600,
-            t % 3600 / 60,
-            t % 60,
-            now.subsec_micros(),
+            crate::clock::log_stamp(std::time::SystemTime::now()),
             event.metadata().level()
         )?;
         ctx.format_fields(w.by_ref(), event)?;

@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use mtproxy::protocol::crypto::hmac_sha256;
 use mtproxy::protocol::fake_tls::{
@@ -54,12 +54,6 @@ fn binaries() -> Vec<(Kind, PathBuf)> {
         _ => eprintln!("MTPROXY_C_BIN not set: fake-TLS scenarios run against this build only"),
     }
     v
-}
-
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// A loopback address of our own for each stand-in domain, so parallel tests (and other
@@ -391,7 +385,7 @@ async fn ee_clients_complete_the_handshake_and_round_trip_through_the_middle_end
 async fn a_replayed_hello_is_fronted_on_another_connection() {
     for (kind, bin) in binaries() {
         let rig = Rig::start(kind, &bin, RigOpts::default()).await;
-        let (rec, random) = hello(&rig.name, &SECRET, now_unix(), 42);
+        let (rec, random) = hello(&rig.name, &SECRET, mtproxy::clock::unix_now(), 42);
         handshake(rig.addr(), &rec, &random)
             .await
             .unwrap_or_else(|e| panic!("{}", rig.ctx(&format!("first use: {e}"))));
@@ -429,7 +423,7 @@ async fn a_replay_to_another_worker_is_caught() {
         let mut passed = 0;
         let mut fronted = 0;
         for i in 0..4u64 {
-            let (rec, random) = hello(&rig.name, &SECRET, now_unix(), 500 + i);
+            let (rec, random) = hello(&rig.name, &SECRET, mtproxy::clock::unix_now(), 500 + i);
             handshake(rig.addr(), &rec, &random)
                 .await
                 .unwrap_or_else(|e| panic!("{}", rig.ctx(&format!("first use: {e}"))));
@@ -484,7 +478,7 @@ where
 async fn timestamps_outside_the_window_are_fronted() {
     for (kind, bin) in binaries() {
         let rig = Rig::start(kind, &bin, RigOpts::default()).await;
-        let now = now_unix();
+        let now = mtproxy::clock::unix_now();
         for (i, (offset, accepted)) in [(2, true), (-590, true), (10, false), (-700, false)]
             .into_iter()
             .enumerate()
@@ -514,7 +508,7 @@ async fn timestamps_outside_the_window_are_fronted() {
 
 /// The byte strings of every bad-client class, and the counter each must bump.
 fn bad_clients(name: &str) -> Vec<(&'static str, Vec<u8>, &'static str)> {
-    let now = now_unix();
+    let now = mtproxy::clock::unix_now();
     let mut rng = StdRng::seed_from_u64(77);
     let mut v = Vec::new();
     v.push((
@@ -586,7 +580,7 @@ async fn every_bad_client_is_relayed_byte_for_byte_to_the_domain() {
 async fn a_connection_without_a_full_hello_is_relayed_after_10_s() {
     for (kind, bin) in binaries() {
         let rig = Rig::start(kind, &bin, RigOpts::default()).await;
-        let (rec, _) = hello(&rig.name, &SECRET, now_unix(), 9);
+        let (rec, _) = hello(&rig.name, &SECRET, mtproxy::clock::unix_now(), 9);
         let started = Instant::now();
         let mut s = TcpStream::connect(rig.addr()).await.unwrap();
         s.write_all(&rec[..100]).await.unwrap();
@@ -755,10 +749,10 @@ async fn each_hello_is_fronted_to_its_sni_domain_and_the_rest_to_the_first() {
         let p = encrypted_message(&mut StdRng::seed_from_u64(3), 64);
         assert_eq!(&c.request(&p, false).await.unwrap().answer[..], &p[..]);
         // A forged hello for the second domain goes to the second site...
-        let forged = hello(second_name, &[0x42; 16], now_unix(), 2).0;
+        let forged = hello(second_name, &[0x42; 16], mtproxy::clock::unix_now(), 2).0;
         relayed_to(&rig, second, &forged, "forged hello, second SNI").await;
         // ...an unknown SNI and a non-TLS client to the first (default) one.
-        let unknown = hello("unknown.example", &SECRET, now_unix(), 3).0;
+        let unknown = hello("unknown.example", &SECRET, mtproxy::clock::unix_now(), 3).0;
         relayed(&rig, &unknown, "unknown SNI").await;
         relayed(&rig, b"GET / HTTP/1.0\r\n\r\n", "HTTP").await;
         assert!(
@@ -783,7 +777,7 @@ async fn on_local_port_80_everything_is_fronted_to_port_80() {
         .await;
         let site = rig.port_80.as_ref().unwrap();
         // Even a valid ee hello: C's port-80 rule comes before the HMAC.
-        let (valid, _) = hello(&rig.name, &SECRET, now_unix(), 4);
+        let (valid, _) = hello(&rig.name, &SECRET, mtproxy::clock::unix_now(), 4);
         relayed_to(&rig, site, &valid, "valid hello on port 80").await;
         relayed_to(
             &rig,
@@ -895,7 +889,7 @@ async fn proxy_to_client_records_carry_at_most_1425_bytes() {
 async fn a_fake_tls_client_whose_inner_header_is_not_dd_is_not_served() {
     for (kind, bin) in binaries() {
         let rig = Rig::start(kind, &bin, RigOpts::default()).await;
-        let (rec, random) = hello(&rig.name, &SECRET, now_unix(), 88);
+        let (rec, random) = hello(&rig.name, &SECRET, mtproxy::clock::unix_now(), 88);
         let mut s = TcpStream::connect(rig.addr()).await.unwrap();
         s.write_all(&rec).await.unwrap();
         let mut buf = Vec::new();

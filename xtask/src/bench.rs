@@ -1074,7 +1074,7 @@ impl Bench {
         explain_deployments(&mut targets, &runs);
         let report = Report {
             schema: SCHEMA.into(),
-            generated: crate::time::rfc3339_utc(SystemTime::now()),
+            generated: mtproxy::clock::rfc3339(SystemTime::now()),
             self_mode,
             machine,
             floor,

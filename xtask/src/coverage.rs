@@ -190,7 +190,7 @@ fn build(root: &Path, out: &Path) -> anyhow::Result<Report> {
     let line_coverage = files.as_ref().map(summarize);
     Ok(Report {
         schema_version: SCHEMA_VERSION.into(),
-        generated_at: crate::time::rfc3339_utc(std::time::SystemTime::now()),
+        generated_at: mtproxy::clock::rfc3339(std::time::SystemTime::now()),
         commit: git(root, &["rev-parse", "--short", "HEAD"]),
         rule: "missing: no test exercises the domain; covered: tests do, and every evidence kind the domain names is present, passing and newer than the last commit touching its modules; partial: otherwise".into(),
         domains,
@@ -435,7 +435,7 @@ fn evidence_of(kind: &str, rel: &str, v: &serde_json::Value) -> Option<Evidence>
     };
     Some(Evidence {
         path: rel.into(),
-        unix: crate::time::parse_rfc3339_utc(&generated).unwrap_or(0),
+        unix: mtproxy::clock::parse_rfc3339(&generated).unwrap_or(0),
         generated_at: generated,
         verdict,
         pass,
@@ -522,7 +522,7 @@ fn load_line_coverage(root: &Path, out: &Path) -> Option<CoverageFiles> {
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     let measured_at = std::fs::metadata(&path)
         .and_then(|m| m.modified())
-        .map_or_else(|_| "unknown".into(), crate::time::rfc3339_utc);
+        .map_or_else(|_| "unknown".into(), mtproxy::clock::rfc3339);
     Some(CoverageFiles {
         measured_at,
         files: tarpaulin_files(&v, root),

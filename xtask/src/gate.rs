@@ -679,7 +679,7 @@ impl Gate {
             parts.push(part);
         }
         let report = GateReport::new(
-            parity::report::rfc3339(std::time::SystemTime::now()),
+            mtproxy::clock::rfc3339(std::time::SystemTime::now()),
             HostInfo::detect(),
             candidate_info,
             reference_info,

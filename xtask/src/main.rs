@@ -45,7 +45,6 @@ mod dualrun;
 mod gate;
 mod image;
 mod tidy;
-mod time;
 mod vectors;
 
 /// Project automation for mtproxy-rs.

@@ -44,7 +44,7 @@ impl Vectors {
         let families = ::vectors::replay_all(&data);
         let report = Report {
             schema_version: SCHEMA_VERSION,
-            generated_at: crate::time::rfc3339_utc(SystemTime::now()),
+            generated_at: mtproxy::clock::rfc3339(SystemTime::now()),
             total: families.iter().map(|f| f.count).sum(),
             failed: families.iter().map(|f| f.failures.len()).sum(),
             families,

@@ -221,7 +221,7 @@ pub async fn header_is_fresh(shared: &Shared, hdr: &[u8; HEADER_LEN]) -> bool {
     key.copy_from_slice(&hdr[8..24]);
     match shared
         .replay
-        .check(CacheKind::Header, key, crate::app::unix_now())
+        .check(CacheKind::Header, key, crate::clock::unix_now())
         .await
     {
         Ok(v) if v.fresh => true,

@@ -374,7 +374,7 @@ pub async fn accept(
     }
 
     // 3. Validate.
-    let now = crate::app::unix_now();
+    let now = crate::clock::unix_now();
     let extra = buf.len() - record_len;
     let accepted = match check_hello(shared, &buf[..record_len], extra, domains, now).await {
         Ok(a) => a,

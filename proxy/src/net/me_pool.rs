@@ -318,7 +318,7 @@ async fn connect(shared: &Shared, addr: SocketAddr) -> std::io::Result<(TcpStrea
         }
     }
     let params = LinkParams::new(settings.proxy_secret.clone(), local, peer, pid);
-    let mut link = RpcLink::client(params, unix_now(), &mut rand::thread_rng());
+    let mut link = RpcLink::client(params, crate::clock::unix_now(), &mut rand::thread_rng());
     let mut buf = BytesMut::with_capacity(4096);
     let mut out = BytesMut::new();
     // Round trips: each message of ours written (RPC_NONCE, then RPC_HANDSHAKE) → the first
@@ -346,7 +346,7 @@ async fn connect(shared: &Shared, addr: SocketAddr) -> std::io::Result<(TcpStrea
                 "middle end closed during handshake",
             ));
         }
-        if let Err(e) = link.handle_input(&mut buf, unix_now()) {
+        if let Err(e) = link.handle_input(&mut buf, crate::clock::unix_now()) {
             link.poll_transmit(&mut out);
             let _ = stream.write_all(&out).await;
             return Err(std::io::Error::new(
@@ -355,12 +355,6 @@ async fn connect(shared: &Shared, addr: SocketAddr) -> std::io::Result<(TcpStrea
             ));
         }
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Serves one ready link until it fails or the target is removed.
@@ -445,7 +439,7 @@ async fn read_loop(
         let mut events = Vec::new();
         {
             let mut l = lock(link);
-            if l.handle_input(&mut buf, unix_now()).is_err() {
+            if l.handle_input(&mut buf, crate::clock::unix_now()).is_err() {
                 return "protocol error";
             }
             while let Some(ev) = l.poll_event() {

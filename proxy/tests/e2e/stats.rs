@@ -129,7 +129,7 @@ async fn stats_page(target: &Target) -> anyhow::Result<()> {
         "config_filename {}",
         text("config_filename")
     );
-    let now = mtproxy::app::unix_now();
+    let now = mtproxy::clock::unix_now();
     let loaded = num(&s, "config_loaded_at")?;
     ensure!(
         (now - 120..=now + 5).contains(&loaded),
@@ -296,7 +296,7 @@ fn check_metrics(body: &str, payload_bytes: usize) -> anyhow::Result<()> {
         gauge("process_resident_memory_bytes")? > 0.0,
         "process_resident_memory_bytes"
     );
-    let now = mtproxy::app::unix_now() as f64;
+    let now = mtproxy::clock::unix_now() as f64;
     let start = gauge("process_start_time_seconds")?;
     ensure!(
         (now - 300.0..=now).contains(&start),
