@@ -188,7 +188,29 @@ pub fn sni_domain(hello: &[u8], domains: &[String]) -> Option<usize> {
     }
 }
 
-/// Validates a fake-TLS ClientHello record, in C's order (§12.1).
+/// A ClientHello that passed the checks before the replay cache (SNI, one record, size):
+/// the caller asks its replay cache about [`HelloStart::key`] and passes the answer to
+/// [`finish_client_hello`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloStart {
+    /// The replay-cache key: the first 16 bytes of `client_random`.
+    pub key: [u8; 16],
+    /// The SNI's index in the `-D` list.
+    pub domain: usize,
+}
+
+/// What the replay cache answered about a [`HelloStart::key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayAnswer {
+    /// The key was not cached (it is now).
+    pub fresh: bool,
+    /// The insertion time of the oldest cached entry, if any (see
+    /// [`super::ReplayCheck::oldest_time`]).
+    pub oldest: Option<i64>,
+}
+
+/// Validates a fake-TLS ClientHello record, in C's order (§12.1), with a replay cache at
+/// hand: [`start_client_hello`], the cache, then [`finish_client_hello`].
 ///
 /// * `record`: the whole record, `16 03 01 <L>` and `L` bytes (see
 ///   [`super::Classification::FakeTls`]).
@@ -219,6 +241,24 @@ pub fn validate_client_hello(
     now_unix: i64,
     replay: &mut impl ReplayCheck,
 ) -> Result<AcceptedHello, HelloReject> {
+    let start = start_client_hello(record, buffered_extra, domains)?;
+    let answer = ReplayAnswer {
+        fresh: replay.check_and_insert(start.key, now_unix),
+        oldest: replay.oldest_time(),
+    };
+    finish_client_hello(record, start, answer, secrets, now_unix)
+}
+
+/// The checks before the replay cache (C's steps 1, 3, 4): the record's shape, the SNI,
+/// nothing buffered after the record, and its size.
+///
+/// # Errors
+/// The [`HelloReject`] class and the domain to splice to.
+pub fn start_client_hello(
+    record: &[u8],
+    buffered_extra: usize,
+    domains: &[String],
+) -> Result<HelloStart, HelloReject> {
     let well_formed = record.get(..3) == Some(&[0x16, 0x03, 0x01][..])
         && be16(record, 3).is_some_and(|l| 5 + l == record.len());
     if !well_formed {
@@ -248,14 +288,34 @@ pub fn validate_client_hello(
         });
     }
 
-    // 5. Replay cache, before the HMAC.
-    let mut client_random = [0u8; 32];
-    client_random.copy_from_slice(&record[RANDOM_OFFSET..RANDOM_OFFSET + RANDOM_LEN]);
+    // 5. The replay cache's key (the caller asks the cache, before the HMAC).
     let mut key = [0u8; 16];
-    key.copy_from_slice(&client_random[..16]);
-    if !replay.check_and_insert(key, now_unix) {
+    key.copy_from_slice(&record[RANDOM_OFFSET..RANDOM_OFFSET + 16]);
+    Ok(HelloStart { key, domain })
+}
+
+/// The checks after the replay cache (C's steps 5–8): the cache's answer, the HMAC, the
+/// timestamp and the cipher suite. `start` must come from [`start_client_hello`] on the
+/// same `record`.
+///
+/// # Errors
+/// The [`HelloReject`] class and the domain to splice to.
+pub fn finish_client_hello(
+    record: &[u8],
+    start: HelloStart,
+    replay: ReplayAnswer,
+    secrets: &[[u8; 16]],
+    now_unix: i64,
+) -> Result<AcceptedHello, HelloReject> {
+    let domain = start.domain;
+    if !replay.fresh {
         return Err(HelloReject::Replay { domain });
     }
+    let mut client_random = [0u8; 32];
+    let random = record
+        .get(RANDOM_OFFSET..RANDOM_OFFSET + RANDOM_LEN)
+        .ok_or(HelloReject::Malformed { domain })?;
+    client_random.copy_from_slice(random);
 
     // 6. HMAC with the random zeroed.
     let zeros = [0u8; RANDOM_LEN];
@@ -282,7 +342,7 @@ pub fn validate_client_hello(
         return Err(HelloReject::FutureTimestamp { domain, timestamp });
     }
     let newer_than_cache = replay
-        .oldest_time()
+        .oldest
         .is_some_and(|oldest| ts > oldest + MAX_FUTURE_SECS);
     if !newer_than_cache && ts <= now_unix - MAX_PAST_SECS {
         return Err(HelloReject::StaleTimestamp { domain, timestamp });

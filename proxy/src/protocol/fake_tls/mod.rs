@@ -34,7 +34,8 @@ pub use client::{
     build_client_hello, verify_server_hello, HelloShape, ServerHelloInfo, VerifyError,
 };
 pub use client_hello::{
-    sni_domain, validate_client_hello, AcceptedHello, HelloReject, DEFAULT_DOMAIN,
+    finish_client_hello, sni_domain, start_client_hello, validate_client_hello, AcceptedHello,
+    HelloReject, HelloStart, ReplayAnswer, DEFAULT_DOMAIN,
 };
 pub use probe::{
     aggregate_probe_results, parse_probe_response, probe_client_hello, ProbeError, ProbeFacts,
