@@ -18,13 +18,17 @@ use crate::config::multi_conf::{parse_multi_conf, MultiConf};
 use crate::config::secret::{ProxySecret, DEFAULT_PWD_FILE};
 use crate::handover::{self, Inherited, Takeover};
 use crate::logging::LogSink;
-use crate::net::fake_tls::FakeTlsState;
+use crate::net::fronting::domains::Domains;
+use crate::net::fronting::probe as domain_probe;
 use crate::net::listener::{self, ListenSpec};
-use crate::net::me_pool::MePool;
+use crate::net::me_link;
 use crate::net::replay_store::ReplayStore;
-use crate::net::{self, domain_probe, stats_http, Gates, Settings, Shared};
+use crate::net::serve::{self, Gates, HANDOVER_CLOSE_GRACE};
+use crate::net::shared::{Settings, Shared, PER_CONN_BUFFER_CAP};
+use crate::net::stats_http;
 use crate::protocol::obfuscated2::AcceptPolicy;
 use crate::protocol::rpc::handshake::ProcessId;
+use crate::protocol::session::{SessionRules, HELLO_TIMEOUT, PRE_AUTH_TIMEOUT};
 use crate::stats::{Info, Snapshot};
 use crate::supervisor::{self, Master, WorkerBootstrap};
 
@@ -206,11 +210,17 @@ impl App {
             None => -1,
         };
         Settings {
-            secrets: o.secrets.clone(),
+            session: Arc::new(SessionRules {
+                secrets: o.secrets.clone(),
+                accept_policy: AcceptPolicy {
+                    padded_only: o.random_padding_only || !o.domains.is_empty(),
+                },
+                domains: o.domains.clone(),
+                pre_auth_timeout: pre_auth_timeout(),
+                hello_timeout: HELLO_TIMEOUT,
+                flag_xor: planted_flag_xor(),
+            }),
             proxy_tag: o.proxy_tag,
-            accept_policy: AcceptPolicy {
-                padded_only: o.random_padding_only || !o.domains.is_empty(),
-            },
             window_clamp: o
                 .effective_window_clamp()
                 .and_then(|w| u32::try_from(w).ok())
@@ -221,8 +231,7 @@ impl App {
             )
             .unwrap_or(1)
             .max(1),
-            pre_auth_timeout: pre_auth_timeout(),
-            per_conn_buffer_cap: net::PER_CONN_BUFFER_CAP,
+            per_conn_buffer_cap: PER_CONN_BUFFER_CAP,
             msg_buffers_size: usize::try_from(o.msg_buffers_size.max(1 << 20))
                 .unwrap_or(usize::MAX),
             nat: o.nat_info.clone(),
@@ -239,7 +248,6 @@ impl App {
             },
             bind_address: o.address.map(IpAddr::V4),
             drain_grace: o.drain_timeout,
-            planted_flag_xor: planted_flag_xor(),
             planted_fd_leak: planted_switch("MTPROXY_TEST_LEAK_FD"),
             planted_handover_cut: planted_switch("MTPROXY_TEST_HANDOVER_CUT"),
         }
@@ -411,7 +419,7 @@ impl App {
             None => ReplayStore::default(),
         };
         let fake_tls = (!o.domains.is_empty()).then(|| {
-            Arc::new(FakeTlsState::new(
+            Arc::new(Domains::new(
                 &o.domains,
                 listen_addrs,
                 &mut rand::thread_rng(),
@@ -436,7 +444,7 @@ impl App {
             .map(|h| offer_of(&std_listeners, stats_listener.as_ref(), h));
         self.drop_privileges(false)?;
         let conf = lock(&self.config).conf.clone();
-        MePool::apply(&shared, conf, &self.links);
+        me_link::apply(&shared, conf, &self.links);
         let listeners = std_listeners
             .into_iter()
             .map(tokio::net::TcpListener::from_std)
@@ -496,7 +504,7 @@ impl App {
             // In the background: clients get the fallback profile until it finishes.
             tokio::spawn(domain_probe::run(shared.clone(), state, shutdown.clone()));
         }
-        tokio::spawn(net::trim_heap_when_settled(
+        tokio::spawn(serve::trim_heap_when_settled(
             shared.clone(),
             shutdown.clone(),
         ));
@@ -505,7 +513,7 @@ impl App {
         let serving = tokio::spawn({
             let (sh, l, g, done) = (shared.clone(), listeners, gates.clone(), finished.clone());
             async move {
-                net::serve_clients(sh, l, g).await;
+                serve::serve_clients(sh, l, g).await;
                 done.cancel();
             }
         });
@@ -531,7 +539,7 @@ impl App {
             .signal_loop(&shutdown, Some(&shared), None, &gates.retire, &finished)
             .await;
         let _ = tokio::time::timeout(
-            shared.settings.drain_grace + net::HANDOVER_CLOSE_GRACE + Duration::from_secs(2),
+            shared.settings.drain_grace + HANDOVER_CLOSE_GRACE + Duration::from_secs(2),
             serving,
         )
         .await;
@@ -825,7 +833,7 @@ impl App {
                     if let Some(m) = master {
                         m.retire().await;
                         // Workers drain on their own; stop the stragglers after the deadline.
-                        let (stop, wait) = (shutdown.clone(), self.opts.drain_timeout + net::HANDOVER_CLOSE_GRACE + Duration::from_secs(3));
+                        let (stop, wait) = (shutdown.clone(), self.opts.drain_timeout + HANDOVER_CLOSE_GRACE + Duration::from_secs(3));
                         tokio::spawn(async move {
                             tokio::time::sleep(wait).await;
                             stop.cancel();
@@ -871,7 +879,7 @@ impl App {
         match load_config_file(&self.opts.config_file) {
             Ok(new) => {
                 if let Some(sh) = shared {
-                    MePool::apply(sh, new.conf.clone(), &self.links);
+                    me_link::apply(sh, new.conf.clone(), &self.links);
                     crate::stats::inc(&sh.counters.config_reloads);
                 }
                 if let Some(m) = master {
@@ -901,14 +909,14 @@ impl App {
     }
 }
 
-/// The pre-authentication timeout: [`net::PRE_AUTH_TIMEOUT`], or the whole seconds in
+/// The pre-authentication timeout: [`PRE_AUTH_TIMEOUT`], or the whole seconds in
 /// `MTPROXY_PRE_AUTH_TIMEOUT` (operators may lengthen it; tests shorten it).
 fn pre_auth_timeout() -> Duration {
     std::env::var("MTPROXY_PRE_AUTH_TIMEOUT")
         .ok()
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|s| *s > 0)
-        .map_or(net::PRE_AUTH_TIMEOUT, Duration::from_secs)
+        .map_or(PRE_AUTH_TIMEOUT, Duration::from_secs)
 }
 
 /// Test-only divergence switch (see [`Settings::planted_flag_xor`]): debug builds read

@@ -351,7 +351,8 @@ async fn me_check(target: SocketAddr) -> (Line, Option<IpAddr>) {
 }
 
 async fn domain_check(domain: &str) -> Line {
-    use crate::net::domain_probe::{probe_domain, resolve, PROBE_PORT};
+    use crate::net::fronting::dns::resolve;
+    use crate::net::fronting::probe::{probe_domain, PROBE_PORT};
     let what = format!("domain {domain}");
     let Some(ip) = resolve(domain).await else {
         return line(Status::Fail, what, "does not resolve");

@@ -91,7 +91,7 @@ impl WorkerBootstrap {
 pub async fn serve_control(
     control: StdUnixStream,
     snapshot: impl Fn() -> Snapshot + Send + 'static,
-    gates: crate::net::Gates,
+    gates: crate::net::serve::Gates,
 ) {
     let shutdown = gates.shutdown.clone();
     // However this task ends (even by a panic), the worker must not outlive its master.

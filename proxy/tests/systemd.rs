@@ -367,7 +367,7 @@ fn assert_hardened(name: &str, unit: &Unit) {
     // workers (2 s).
     let argv = exec_start(unit);
     let drain = seconds(option(&argv, "--drain-timeout").unwrap_or("5"));
-    let grace = mtproxy::net::HANDOVER_CLOSE_GRACE.as_secs() + 2;
+    let grace = mtproxy::net::serve::HANDOVER_CLOSE_GRACE.as_secs() + 2;
     let stop = seconds(value(unit, "Service", "TimeoutStopSec"));
     assert!(
         stop > drain + grace,

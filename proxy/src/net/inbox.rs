@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::net::client::Outcome;
+use crate::protocol::session::CloseReason;
 
 /// A message for a client task.
 #[derive(Debug)]
@@ -28,7 +28,7 @@ pub enum ToClient {
     /// A quick ack from RPC_SIMPLE_ACK.
     QuickAck(u32),
     /// Close the client (CLOSE_EXT, link lost, buffer limits).
-    Close(Outcome),
+    Close(CloseReason),
 }
 
 /// Why an answer was not queued.
@@ -114,7 +114,9 @@ impl Inbox {
                 None
             };
             match refused {
-                Some(_) => st.queue.push_back(ToClient::Close(Outcome::BufferLimit)),
+                Some(_) => st
+                    .queue
+                    .push_back(ToClient::Close(CloseReason::BufferLimit)),
                 None => {
                     st.queued = queued;
                     budget.global.fetch_add(n, Relaxed);
@@ -216,7 +218,7 @@ mod tests {
         );
         assert!(matches!(
             inbox.pop(&global),
-            Some(ToClient::Close(Outcome::BufferLimit))
+            Some(ToClient::Close(CloseReason::BufferLimit))
         ));
         // Global pressure: another client holds 120 bytes; this one may queue 40 but
         // not more.
@@ -244,7 +246,7 @@ mod tests {
         assert!(matches!(inbox.pop(&global), Some(ToClient::QuickAck(5))));
         let i2 = inbox.clone();
         let waiter = tokio::spawn(async move { i2.notified().await });
-        inbox.push(ToClient::Close(Outcome::ClosedByMe));
+        inbox.push(ToClient::Close(CloseReason::ClosedByMe));
         tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
             .await
             .expect("a waiting task is woken")

@@ -16,7 +16,7 @@
 //!   [`RETRY_INTERVAL`] after a failure (`MTPROXY_DOMAIN_PROBE_INTERVAL` seconds overrides
 //!   both). A failed refresh keeps the last learnt profile rather than falling back.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,8 +26,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::net::fake_tls::FakeTlsState;
-use crate::net::Shared;
+use super::dns::resolve;
+use super::domains::Domains;
+use crate::net::shared::Shared;
 use crate::protocol::fake_tls::{
     aggregate_probe_results, parse_probe_response, probe_client_hello, DomainProfile, ProbeFacts,
     PROBE_CONNECTIONS,
@@ -46,20 +47,6 @@ pub const PROBE_PORT: u16 = 443;
 /// The largest answer read from one probe connection (a ServerHello record, the CCS and one
 /// application-data record, each at most 5 + 65535 bytes).
 const MAX_RESPONSE: usize = 3 * (5 + 65_535);
-
-/// Resolves `domain` as C's `gethostbyname` then `gethostbyname2(AF_INET6)` do: the first
-/// IPv4 address, else the first IPv6 one.
-pub async fn resolve(domain: &str) -> Option<IpAddr> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((domain, PROBE_PORT))
-        .await
-        .ok()?
-        .collect();
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| addrs.first())
-        .map(SocketAddr::ip)
-}
 
 /// Probes `domain` at `addr` with 20 parallel connections within the 5-second budget.
 ///
@@ -139,7 +126,7 @@ fn interval_override() -> Option<Duration> {
 
 /// Probes one domain (resolving it again first) and records the result in `state`.
 /// Returns whether the probe succeeded.
-pub async fn refresh_domain(shared: &Shared, state: &FakeTlsState, index: usize) -> bool {
+pub async fn refresh_domain(shared: &Shared, state: &Domains, index: usize) -> bool {
     let name = state.domain_name(index).to_string();
     let started = Instant::now();
     let ip = match resolve(&name).await {
@@ -186,7 +173,7 @@ pub async fn refresh_domain(shared: &Shared, state: &FakeTlsState, index: usize)
 }
 
 /// Probes every domain now, then again periodically, until `shutdown`.
-pub async fn run(shared: Arc<Shared>, state: Arc<FakeTlsState>, shutdown: CancellationToken) {
+pub async fn run(shared: Arc<Shared>, state: Arc<Domains>, shutdown: CancellationToken) {
     let overridden = interval_override();
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..state.domain_count() {

@@ -1,11 +1,6 @@
-//! Fronting ("proxy pass", §4.4.6): a connection that is not a valid fake-TLS client is
-//! relayed byte for byte — the bytes already read first, then everything in both
-//! directions — to the real website of a `-D` domain, at `:443` (`:80` when the client
-//! came in on local port 80), so that a prober sees nothing but that website.
-//!
-//! Beyond C: a relay to one of this proxy's own listening addresses is refused (C would
-//! connect to itself, be relayed to itself again, and burn CPU and sockets until a limit
-//! is hit). Two checks, logged once per process:
+//! The fronting-loop guard: a relay to one of this proxy's own listening addresses is
+//! refused (C would connect to itself, be relayed to itself again, and burn CPU and
+//! sockets until a limit is hit). Two checks, logged once per process:
 //! * static — before connecting: the target `ip:port` is one of our listeners, or a
 //!   listener on the wildcard address has that port and the target IP is local (loopback
 //!   or bindable on this host);
@@ -16,19 +11,6 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
-
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
-
-use crate::net::client::Outcome;
-use crate::net::fake_tls::FakeTlsState;
-use crate::net::Shared;
-use crate::stats::inc;
-
-/// How long connecting to the domain may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// This process's own addresses, for the fronting-loop checks.
 #[derive(Debug, Default)]
@@ -82,11 +64,11 @@ impl LoopGuard {
         }
     }
 
-    fn register(&self, local: SocketAddr) {
+    pub(crate) fn register(&self, local: SocketAddr) {
         lock(&self.fronting).insert(normalize(local));
     }
 
-    fn unregister(&self, local: SocketAddr) {
+    pub(crate) fn unregister(&self, local: SocketAddr) {
         lock(&self.fronting).remove(&normalize(local));
     }
 }
@@ -108,76 +90,6 @@ fn same_ip(a: IpAddr, b: IpAddr) -> bool {
 /// Whether `ip` is an address of this host (loopback, or one a socket can bind to).
 pub fn is_local_ip(ip: IpAddr) -> bool {
     ip.is_loopback() || ip.is_unspecified() || std::net::UdpSocket::bind((ip, 0)).is_ok()
-}
-
-/// Relays `client` to domain `domain` (index into `-D`), sending `buffered` first.
-///
-/// Returns when both directions are done, on `cancel`, or at once when the domain has no
-/// address, the connect fails, or the target is ourselves.
-pub async fn front(
-    client: &mut TcpStream,
-    local: SocketAddr,
-    shared: &Shared,
-    state: &FakeTlsState,
-    domain: usize,
-    buffered: &[u8],
-    cancel: &CancellationToken,
-) -> Outcome {
-    let c = &shared.counters;
-    let port = if local.port() == 80 { 80 } else { 443 };
-    let name = state.domain_name(domain).to_string();
-    let Some(ip) = state.target_ip(domain).await else {
-        inc(&c.tls_fronting_failures);
-        tracing::warn!("failed to proxy request to {name}: no address");
-        return Outcome::Rejected;
-    };
-    let target = SocketAddr::new(ip, port);
-    if state.loops.is_own_address(target) {
-        inc(&c.tls_fronting_loops);
-        state.loops.log_once(&format!(
-            "{name} ({target}) is this proxy's own listening address"
-        ));
-        return Outcome::Rejected;
-    }
-    let connect = tokio::select! {
-        () = cancel.cancelled() => return Outcome::Shutdown,
-        r = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)) => r,
-    };
-    let mut upstream = match connect {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            inc(&c.tls_fronting_failures);
-            tracing::debug!(%target, error = %e, "failed to create proxy pass connection");
-            return Outcome::Rejected;
-        }
-        Err(_) => {
-            inc(&c.tls_fronting_failures);
-            tracing::debug!(%target, "proxy pass connection timed out");
-            return Outcome::Rejected;
-        }
-    };
-    let _ = upstream.set_nodelay(true);
-    let up_local = upstream.local_addr().ok();
-    if let Some(a) = up_local {
-        state.loops.register(a);
-    }
-    inc(&c.tls_fronted_connections);
-    tracing::debug!(%target, domain = %name, bytes = buffered.len(), "proxy pass");
-    let relay = async {
-        upstream.write_all(buffered).await?;
-        tokio::io::copy_bidirectional(client, &mut upstream).await
-    };
-    let outcome = tokio::select! {
-        () = cancel.cancelled() => Outcome::Shutdown,
-        r = relay => match r {
-            Ok(_) => Outcome::Fronted,
-            Err(_) => Outcome::Fronted,
-        },
-    };
-    if let Some(a) = up_local {
-        state.loops.unregister(a);
-    }
-    outcome
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

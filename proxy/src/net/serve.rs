@@ -1,0 +1,217 @@
+//! Serving one process's share of the clients: accept loops on the given listeners (with
+//! the `-C` cap as backpressure), one task per client, and a bounded drain when the
+//! process stops or hands its sockets over.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::net::client::{self, ClientCancel};
+use crate::net::listener;
+use crate::net::shared::Shared;
+use crate::stats::inc;
+
+/// How often [`trim_heap_when_settled`] looks at the activity counters.
+pub const TRIM_CHECK: Duration = Duration::from_secs(1);
+
+/// Gives freed heap pages back to the kernel once a burst of activity (connections
+/// opened or closed, packets forwarded) has settled: one check per [`TRIM_CHECK`], one
+/// `malloc_trim` per burst, nothing while idle or while traffic keeps flowing.
+pub async fn trim_heap_when_settled(shared: Arc<Shared>, shutdown: CancellationToken) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let activity = || {
+        let c = &shared.counters;
+        (
+            c.inbound_connections_accepted.load(Relaxed),
+            c.total_connections.load(Relaxed),
+            c.tot_forwarded_queries.load(Relaxed),
+            c.tot_forwarded_responses.load(Relaxed),
+        )
+    };
+    let mut last = activity();
+    let mut dirty = false;
+    let mut tick = tokio::time::interval(TRIM_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = activity();
+        if now != last {
+            last = now;
+            dirty = true;
+        } else if dirty {
+            dirty = false;
+            let released = crate::sys::trim_heap();
+            tracing::trace!(released, "heap trimmed after activity settled");
+        }
+    }
+}
+
+/// When a process may accept clients, and how it stops.
+#[derive(Debug, Clone, Default)]
+pub struct Gates {
+    /// SIGTERM/SIGINT (or a worker's master is gone): stop accepting, let clients finish
+    /// what is in flight for at most the drain grace, close the rest.
+    pub shutdown: CancellationToken,
+    /// Accepting starts once this is cancelled: at once, except in the new process of a
+    /// handover, which waits for the old one's confirmation (see [`crate::handover`]).
+    pub go: CancellationToken,
+    /// The sockets were handed over: stop accepting, keep relaying for established
+    /// clients until they leave or the drain grace passes, then close them gracefully.
+    pub retire: CancellationToken,
+}
+
+impl Gates {
+    /// Gates that let accepting start at once and stop on `shutdown`.
+    pub fn open(shutdown: CancellationToken) -> Self {
+        let go = CancellationToken::new();
+        go.cancel();
+        Self {
+            shutdown,
+            go,
+            retire: CancellationToken::new(),
+        }
+    }
+}
+
+/// After a handover's relay window: how long clients get to finish what is in flight.
+pub const HANDOVER_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Accepts clients on every listener (once `gates.go` opens) until shutdown or a
+/// handover, then drains (see [`Gates`]).
+pub async fn serve_clients(shared: Arc<Shared>, listeners: Vec<TcpListener>, gates: Gates) {
+    let tracker = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(shared.settings.max_client_connections));
+    let stop_accepting = CancellationToken::new();
+    let draining = CancellationToken::new();
+    let conn_cancel = CancellationToken::new();
+    shared
+        .counters
+        .listening_connections
+        .store(listeners.len() as i64, std::sync::atomic::Ordering::Relaxed);
+    for l in listeners {
+        tracker.spawn(accept_loop(
+            shared.clone(),
+            l,
+            permits.clone(),
+            tracker.clone(),
+            gates.go.clone(),
+            stop_accepting.clone(),
+            ClientCancel {
+                draining: draining.clone(),
+                hard: conn_cancel.clone(),
+            },
+        ));
+    }
+    let handed_over = tokio::select! {
+        () = gates.shutdown.cancelled() => false,
+        () = gates.retire.cancelled() => true,
+    };
+    stop_accepting.cancel();
+    tracker.close();
+    if handed_over {
+        if shared.settings.planted_handover_cut {
+            conn_cancel.cancel();
+        }
+        // The new process accepts now; ours leave when they are done (or at the deadline).
+        tokio::select! {
+            () = tracker.wait() => {}
+            () = tokio::time::sleep(shared.settings.drain_grace) => {}
+            () = gates.shutdown.cancelled() => {}
+        }
+        draining.cancel();
+        if tokio::time::timeout(HANDOVER_CLOSE_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
+            conn_cancel.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
+        }
+        conn_cancel.cancel();
+        return;
+    }
+    draining.cancel();
+    // Let clients finish what is in flight, then close the rest.
+    if tokio::time::timeout(shared.settings.drain_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        conn_cancel.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
+    }
+    conn_cancel.cancel();
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+    go: CancellationToken,
+    stop: CancellationToken,
+    cancel: ClientCancel,
+) {
+    tokio::select! {
+        () = go.cancelled() => {}
+        () = stop.cancelled() => return,
+    }
+    let mut backoff = Duration::from_millis(5);
+    let mut tuning = listener::AcceptTuning::default();
+    let mut leaked: Vec<std::os::fd::OwnedFd> = Vec::new();
+    let bound = listener
+        .local_addr()
+        .ok()
+        .filter(|a| !a.ip().is_unspecified());
+    loop {
+        // -C as backpressure: stop accepting at the cap, resume below it.
+        let permit = tokio::select! {
+            () = stop.cancelled() => return,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => { backoff = Duration::from_millis(5); x }
+                Err(e) => {
+                    // EMFILE and friends: back off, never exit.
+                    tracing::warn!(error = %e, "accept failed");
+                    inc(&shared.counters.accept_connection_limit_failed);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        // A listener bound to one address tells every connection's local address without
+        // a getsockname per connection.
+        let local = match bound {
+            Some(a) => a,
+            None => stream
+                .local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+        };
+        tuning.apply(&stream, shared.settings.window_clamp);
+        if shared.settings.planted_fd_leak {
+            use std::os::fd::AsFd;
+            if let Ok(fd) = stream.as_fd().try_clone_to_owned() {
+                leaked.push(fd);
+            }
+        }
+        let shared2 = shared.clone();
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            client::serve(stream, peer, local, shared2, cancel).await;
+            drop(permit);
+        });
+    }
+}
