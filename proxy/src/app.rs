@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::cli::{Options, PortSpec};
 use crate::config::multi_conf::{parse_multi_conf, MultiConf};
@@ -23,8 +24,8 @@ use crate::net::fronting::probe as domain_probe;
 use crate::net::listener::{self, ListenSpec};
 use crate::net::me_link;
 use crate::net::replay_store::ReplayStore;
-use crate::net::serve::{self, Gates, HANDOVER_CLOSE_GRACE};
-use crate::net::shared::{Settings, Shared, PER_CONN_BUFFER_CAP};
+use crate::net::serve::{self, Gates};
+use crate::net::shared::{Grace, Settings, Shared, PER_CONN_BUFFER_CAP};
 use crate::net::stats_http;
 use crate::protocol::obfuscated2::AcceptPolicy;
 use crate::protocol::rpc::handshake::ProcessId;
@@ -156,6 +157,9 @@ pub struct App {
     /// Cancelled once the clients have drained: the middle-end links outlive the drain so
     /// that answers still in flight reach their clients.
     links: CancellationToken,
+    /// Every task the process spawns besides its clients' (those are drained by
+    /// [`serve::serve`]).
+    tasks: TaskTracker,
 }
 
 impl App {
@@ -199,6 +203,7 @@ impl App {
             worker,
             shutdown: CancellationToken::new(),
             links: CancellationToken::new(),
+            tasks: TaskTracker::new(),
         })
     }
 
@@ -247,7 +252,7 @@ impl App {
                 utime: self.start_time as i32,
             },
             bind_address: o.address.map(IpAddr::V4),
-            drain_grace: o.drain_timeout,
+            grace: Grace::new(o.drain_timeout),
             planted_fd_leak: planted_switch("MTPROXY_TEST_LEAK_FD"),
             planted_handover_cut: planted_switch("MTPROXY_TEST_HANDOVER_CUT"),
         }
@@ -429,6 +434,7 @@ impl App {
             self.settings(limit.max_connections),
             replay,
             fake_tls.clone(),
+            self.tasks.clone(),
         );
         shared.counters.total_max_special_connections.store(
             shared.settings.max_client_connections as i64,
@@ -465,7 +471,7 @@ impl App {
                 g
             }
         };
-        let accepting = until_shutdown_or_retired(&shutdown, &gates.retire);
+        let accepting = until_shutdown_or_retired(&self.tasks, &shutdown, &gates.retire);
         if let Some(l) = stats_listener {
             let app = self.clone();
             let sh = shared.clone();
@@ -474,7 +480,7 @@ impl App {
                 Box::pin(async move { snap })
             });
             let sh2 = shared.clone();
-            tokio::spawn(stats_http::serve(
+            shared.tasks.spawn(stats_http::serve(
                 l,
                 source,
                 Arc::new(move || crate::stats::inc(&sh2.counters.http_queries)),
@@ -486,7 +492,7 @@ impl App {
                 .map_err(|e| Fatal::one(format!("fatal: control socket: {e}")))?;
             let app = self.clone();
             let sh = shared.clone();
-            tokio::spawn(supervisor::serve_control(
+            shared.tasks.spawn(supervisor::serve_control(
                 std::os::unix::net::UnixStream::from(control),
                 move || app.snapshot(&sh.counters),
                 gates.clone(),
@@ -502,18 +508,26 @@ impl App {
         }
         if let Some(state) = fake_tls {
             // In the background: clients get the fallback profile until it finishes.
-            tokio::spawn(domain_probe::run(shared.clone(), state, shutdown.clone()));
+            shared
+                .tasks
+                .spawn(domain_probe::run(shared.clone(), state, shutdown.clone()));
         }
-        tokio::spawn(serve::trim_heap_when_settled(
+        shared.tasks.spawn(serve::trim_heap_when_settled(
             shared.clone(),
             shutdown.clone(),
         ));
         tracing::info!("main loop");
         let finished = CancellationToken::new();
-        let serving = tokio::spawn({
+        let serving = shared.tasks.spawn({
             let (sh, l, g, done) = (shared.clone(), listeners, gates.clone(), finished.clone());
             async move {
-                serve::serve_clients(sh, l, g).await;
+                let drained = serve::serve(sh, l, g).await;
+                if drained.cut > 0 {
+                    tracing::info!(
+                        clients = drained.cut,
+                        "grace over: remaining clients closed"
+                    );
+                }
                 done.cancel();
             }
         });
@@ -527,7 +541,7 @@ impl App {
             gates.go.cancel();
         }
         if let (Some(l), Some(offer)) = (handover_listener, offer) {
-            tokio::spawn(serve_handover(
+            self.tasks.spawn(serve_handover(
                 l,
                 offer,
                 self.opts.handover_timeout,
@@ -538,11 +552,8 @@ impl App {
         let code = self
             .signal_loop(&shutdown, Some(&shared), None, &gates.retire, &finished)
             .await;
-        let _ = tokio::time::timeout(
-            shared.settings.drain_grace + HANDOVER_CLOSE_GRACE + Duration::from_secs(2),
-            serving,
-        )
-        .await;
+        // Bounded by the grace: `serve` cuts what is left when it is over.
+        let _ = serving.await;
         shutdown.cancel();
         self.links.cancel();
         Ok(code)
@@ -699,7 +710,7 @@ impl App {
                     .map(ProxySecret::as_bytes)
                     .unwrap_or_default(),
                 lock(&self.config).text.clone(),
-                o.drain_timeout + Duration::from_secs(2),
+                Grace::new(o.drain_timeout).total(),
                 self.log.clone(),
             )
             .map_err(|e| Fatal::one(format!("fatal: cannot prepare workers: {e}")))?,
@@ -713,7 +724,7 @@ impl App {
             .map(|h| offer_of(&listeners, stats_listener.as_ref(), h));
         self.drop_privileges(true)?;
         let retire = CancellationToken::new();
-        let accepting = until_shutdown_or_retired(&shutdown, &retire);
+        let accepting = until_shutdown_or_retired(&self.tasks, &shutdown, &retire);
         if let Some(l) = stats_listener {
             let app = self.clone();
             let m = master.clone();
@@ -734,7 +745,7 @@ impl App {
                     m.sum_stats(base).await
                 })
             });
-            tokio::spawn(stats_http::serve(
+            self.tasks.spawn(stats_http::serve(
                 l,
                 source,
                 Arc::new(move || {
@@ -745,7 +756,7 @@ impl App {
         }
         tracing::info!(workers = o.workers, "main loop (master)");
         let finished = CancellationToken::new();
-        let mut supervising = tokio::spawn({
+        let mut supervising = self.tasks.spawn({
             let (m, stop, done) = (master.clone(), shutdown.clone(), finished.clone());
             async move {
                 let gave_up = m.run(stop).await;
@@ -772,7 +783,7 @@ impl App {
             master.release().await;
         }
         if let (Some(l), Some(offer)) = (handover_listener, offer) {
-            tokio::spawn(serve_handover(
+            self.tasks.spawn(serve_handover(
                 l,
                 offer,
                 self.opts.handover_timeout,
@@ -833,8 +844,9 @@ impl App {
                     if let Some(m) = master {
                         m.retire().await;
                         // Workers drain on their own; stop the stragglers after the deadline.
-                        let (stop, wait) = (shutdown.clone(), self.opts.drain_timeout + HANDOVER_CLOSE_GRACE + Duration::from_secs(3));
-                        tokio::spawn(async move {
+                        let grace = Grace::new(self.opts.drain_timeout);
+                        let (stop, wait) = (shutdown.clone(), grace.total() + grace.cut);
+                        self.tasks.spawn(async move {
                             tokio::time::sleep(wait).await;
                             stop.cancel();
                         });
@@ -934,12 +946,13 @@ fn planted_flag_xor() -> u32 {
 /// A token cancelled on shutdown, or when the sockets were handed over (`retire`): what
 /// stops `/stats` answering, since after a handover the new process answers on that socket.
 fn until_shutdown_or_retired(
+    tasks: &TaskTracker,
     shutdown: &CancellationToken,
     retire: &CancellationToken,
 ) -> CancellationToken {
     let accepting = shutdown.child_token();
     let (retire, token) = (retire.clone(), accepting.clone());
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         tokio::select! {
             () = retire.cancelled() => token.cancel(),
             () = token.cancelled() => {}

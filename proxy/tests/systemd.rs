@@ -363,15 +363,16 @@ fn assert_hardened(name: &str, unit: &Unit) {
         nofile >= default_c + mtproxy::os::FD_GAP,
         "{name}: LimitNOFILE={nofile} is below the default -c"
     );
-    // The stop timeout covers the drain, the close grace and the master's wait for its
-    // workers (2 s).
+    // The stop timeout covers the whole grace (drain, close, cut) and the master's wait
+    // for its workers (one more cut).
     let argv = exec_start(unit);
     let drain = seconds(option(&argv, "--drain-timeout").unwrap_or("5"));
-    let grace = mtproxy::net::serve::HANDOVER_CLOSE_GRACE.as_secs() + 2;
+    let g = mtproxy::net::shared::Grace::new(std::time::Duration::from_secs(drain));
+    let needed = (g.total() + g.cut).as_secs();
     let stop = seconds(value(unit, "Service", "TimeoutStopSec"));
     assert!(
-        stop > drain + grace,
-        "{name}: TimeoutStopSec={stop} does not cover --drain-timeout {drain} + {grace} s"
+        stop > needed,
+        "{name}: TimeoutStopSec={stop} does not cover --drain-timeout {drain} and its grace ({needed} s)"
     );
     // Reloading signals a process of the -u user: outside the sandbox (no CAP_KILL).
     assert!(

@@ -59,7 +59,7 @@ pub fn apply(shared: &Arc<Shared>, conf: Arc<MultiConf>, shutdown: &Cancellation
     let change = shared.pool.update(conf, shutdown);
     for t in change.added {
         for _ in 0..per_target {
-            tokio::spawn(link_slot(shared.clone(), t.clone()));
+            shared.tasks.spawn(link_slot(shared.clone(), t.clone()));
         }
     }
     let c = &shared.counters;
@@ -234,7 +234,7 @@ async fn serve_link(
     tracing::info!(target_addr = %target.addr(), "connected to RPC middle-end");
     let (rd, wr) = stream.into_split();
     let stop = target.cancel.child_token();
-    let writer = tokio::spawn(write_loop(
+    let writer = shared.tasks.spawn(write_loop(
         shared.clone(),
         target.clone(),
         link.clone(),
@@ -365,11 +365,11 @@ async fn write_loop(
             Some(cmd) = rx.recv() => batch.push(cmd),
             else => return,
         }
-        let mut bytes = batch.first().map_or(0, MeCmd::len);
+        let mut bytes = batch.first().map_or(0, MeCmd::payload_len);
         while batch.len() < WRITE_BATCH && bytes < FLUSH_BYTES {
             match ctl_rx.try_recv().or_else(|_| rx.try_recv()) {
                 Ok(cmd) => {
-                    bytes += cmd.len();
+                    bytes += cmd.payload_len();
                     batch.push(cmd);
                 }
                 Err(_) => break,

@@ -48,7 +48,7 @@ pub enum MeCmd {
 
 impl MeCmd {
     /// Payload bytes carried (0 for control commands).
-    pub fn len(&self) -> usize {
+    pub fn payload_len(&self) -> usize {
         match self {
             MeCmd::ProxyReq { payload, .. } => payload.len(),
             MeCmd::CloseConn { .. } | MeCmd::Flush => 0,

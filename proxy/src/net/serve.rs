@@ -81,12 +81,19 @@ impl Gates {
     }
 }
 
-/// After a handover's relay window: how long clients get to finish what is in flight.
-pub const HANDOVER_CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How a [`serve`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drained {
+    /// The sockets were handed over (else: shutdown).
+    pub handed_over: bool,
+    /// Clients still open when the grace was over, closed at once.
+    pub cut: usize,
+}
 
 /// Accepts clients on every listener (once `gates.go` opens) until shutdown or a
-/// handover, then drains (see [`Gates`]).
-pub async fn serve_clients(shared: Arc<Shared>, listeners: Vec<TcpListener>, gates: Gates) {
+/// handover, then drains (see [`Gates`]); returns once every client task is gone, within
+/// [`crate::net::shared::Grace::total`] of the signal.
+pub async fn serve(shared: Arc<Shared>, listeners: Vec<TcpListener>, gates: Gates) -> Drained {
     let tracker = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(shared.settings.max_client_connections));
     let stop_accepting = CancellationToken::new();
@@ -116,6 +123,8 @@ pub async fn serve_clients(shared: Arc<Shared>, listeners: Vec<TcpListener>, gat
     };
     stop_accepting.cancel();
     tracker.close();
+    let grace = shared.settings.grace;
+    let mut cut = 0;
     if handed_over {
         if shared.settings.planted_handover_cut {
             conn_cancel.cancel();
@@ -123,30 +132,34 @@ pub async fn serve_clients(shared: Arc<Shared>, listeners: Vec<TcpListener>, gat
         // The new process accepts now; ours leave when they are done (or at the deadline).
         tokio::select! {
             () = tracker.wait() => {}
-            () = tokio::time::sleep(shared.settings.drain_grace) => {}
+            () = tokio::time::sleep(grace.drain) => {}
             () = gates.shutdown.cancelled() => {}
         }
         draining.cancel();
-        if tokio::time::timeout(HANDOVER_CLOSE_GRACE, tracker.wait())
+        if tokio::time::timeout(grace.close, tracker.wait())
             .await
             .is_err()
         {
+            // The accept loops left at once: what is still tracked are clients.
+            cut = tracker.len();
             conn_cancel.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
+            let _ = tokio::time::timeout(grace.cut, tracker.wait()).await;
         }
-        conn_cancel.cancel();
-        return;
-    }
-    draining.cancel();
-    // Let clients finish what is in flight, then close the rest.
-    if tokio::time::timeout(shared.settings.drain_grace, tracker.wait())
-        .await
-        .is_err()
-    {
-        conn_cancel.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
+    } else {
+        draining.cancel();
+        // Let clients finish what is in flight, then close the rest.
+        if tokio::time::timeout(grace.drain, tracker.wait())
+            .await
+            .is_err()
+        {
+            // The accept loops left at once: what is still tracked are clients.
+            cut = tracker.len();
+            conn_cancel.cancel();
+            let _ = tokio::time::timeout(grace.cut, tracker.wait()).await;
+        }
     }
     conn_cancel.cancel();
+    Drained { handed_over, cut }
 }
 
 async fn accept_loop(
@@ -215,3 +228,6 @@ async fn accept_loop(
         });
     }
 }
+
+#[cfg(test)]
+mod tests;

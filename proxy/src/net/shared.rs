@@ -14,6 +14,7 @@ use crate::net::replay_store::ReplayStore;
 use crate::protocol::rpc::handshake::ProcessId;
 use crate::protocol::session::SessionRules;
 use crate::stats::{Counters, IdSource};
+use tokio_util::task::TaskTracker;
 
 /// Runtime settings derived once from the command line.
 #[derive(Debug, Clone)]
@@ -38,8 +39,8 @@ pub struct Settings {
     pub process_id: ProcessId,
     /// `--address`: bind outbound ME sockets to it.
     pub bind_address: Option<IpAddr>,
-    /// How long a graceful shutdown waits for connections to finish.
-    pub drain_grace: Duration,
+    /// How long a stopping process waits for its clients.
+    pub grace: Grace,
     /// Test-only regression: keep a duplicate of every accepted socket's descriptor for
     /// the listener's life (a descriptor leak per connection), so the drills can prove
     /// they catch one. Set from `MTPROXY_TEST_LEAK_FD` in debug builds only.
@@ -51,8 +52,58 @@ pub struct Settings {
 
 /// C's `MAX_CONNECTION_BUFFER_SPACE`.
 pub const PER_CONN_BUFFER_CAP: usize = 32 << 20;
-/// How long SIGTERM waits for clients before closing the rest.
+/// How long SIGTERM waits for clients before closing the rest (`--drain-timeout`).
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// Every deadline of a stopping process, derived from the one setting
+/// (`--drain-timeout`): [`Grace::total`] bounds the whole stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grace {
+    /// SIGTERM: clients finish what is in flight; handover: clients leave by themselves.
+    pub drain: Duration,
+    /// Then (handover): clients are asked to finish what is in flight.
+    pub close: Duration,
+    /// Then whatever is left is cut, and the tasks get this long to go.
+    pub cut: Duration,
+}
+
+impl Grace {
+    /// The grace of a `--drain-timeout` of `drain`.
+    pub fn new(drain: Duration) -> Self {
+        Self {
+            drain,
+            close: Duration::from_secs(2),
+            cut: Duration::from_secs(1),
+        }
+    }
+
+    /// The longest a stop can take, from the signal to the last client gone.
+    pub fn total(&self) -> Duration {
+        self.drain + self.close + self.cut
+    }
+}
+
+impl Settings {
+    /// Settings for `session` with C's defaults and no middle-end secret: for tests and
+    /// tools that drive the shell in-process.
+    pub fn new(session: Arc<SessionRules>) -> Self {
+        Self {
+            session,
+            proxy_tag: None,
+            window_clamp: None,
+            max_client_connections: 1024,
+            per_conn_buffer_cap: PER_CONN_BUFFER_CAP,
+            msg_buffers_size: 256 << 20,
+            nat: NatInfo::default(),
+            proxy_secret: Vec::new(),
+            process_id: ProcessId::default(),
+            bind_address: None,
+            grace: Grace::new(DRAIN_GRACE),
+            planted_fd_leak: false,
+            planted_handover_cut: false,
+        }
+    }
+}
 
 /// State shared by every task of one process.
 pub struct Shared {
@@ -70,19 +121,24 @@ pub struct Shared {
     pub replay: ReplayStore,
     /// `-D`: the fake-TLS domains and fronting state; `None` without `-D`.
     pub fake_tls: Option<Arc<Domains>>,
+    /// Every background task of the process (middle-end links, probes, listeners); the
+    /// client tasks have their own tracker in [`crate::net::serve`], which drains them.
+    pub tasks: TaskTracker,
 }
 
 impl Shared {
     /// Shared state for `settings` with an empty pool, a local replay cache and no `-D`.
     pub fn new(settings: Settings) -> Arc<Self> {
-        Self::with_parts(settings, ReplayStore::default(), None)
+        Self::with_parts(settings, ReplayStore::default(), None, TaskTracker::new())
     }
 
-    /// Shared state with the given replay store and `-D` state.
+    /// Shared state with the given replay store, `-D` state and the process's task
+    /// tracker.
     pub fn with_parts(
         settings: Settings,
         replay: ReplayStore,
         fake_tls: Option<Arc<Domains>>,
+        tasks: TaskTracker,
     ) -> Arc<Self> {
         Arc::new(Self {
             settings,
@@ -93,6 +149,7 @@ impl Shared {
             conn_ids: IdSource::starting_at(1 << 22),
             replay,
             fake_tls,
+            tasks,
         })
     }
 }

@@ -1,0 +1,231 @@
+//! The serving lifecycle in-process, under tokio's paused clock: deadlines and the drain
+//! take no real time, and every bound is checked against the virtual clock.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::config::multi_conf::parse_multi_conf;
+use crate::net::me_pool::{MeCmd, MeConn};
+use crate::net::shared::{Settings, Shared};
+use crate::protocol::obfuscated2::ClientHandshake;
+use crate::protocol::rpc::{LinkParams, RpcLink};
+use crate::protocol::session::{proxy_req_flags, SessionRules, PRE_AUTH_TIMEOUT};
+use crate::protocol::transport::{encode_client_frame, Transport};
+
+const SECRET: [u8; 16] = [0x11; 16];
+
+/// A process serving one loopback listener: its shared state, address and stop token.
+struct Served {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    done: tokio::task::JoinHandle<Drained>,
+}
+
+async fn serve_one() -> Served {
+    let shared = Shared::new(Settings::new(Arc::new(SessionRules::new(vec![SECRET]))));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let done = tokio::spawn(serve(
+        shared.clone(),
+        vec![listener],
+        Gates::open(shutdown.clone()),
+    ));
+    Served {
+        shared,
+        addr,
+        shutdown,
+        done,
+    }
+}
+
+/// Waits (in virtual time) until `f` holds.
+async fn until(mut f: impl FnMut() -> bool) {
+    for _ in 0..10_000 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("condition never held");
+}
+
+/// A middle-end link in the pool for dc 2 whose commands the test reads.
+fn fake_link(shared: &Arc<Shared>) -> (mpsc::Receiver<MeCmd>, mpsc::UnboundedReceiver<MeCmd>) {
+    let conf = parse_multi_conf(b"proxy_for 2 127.0.0.1:9;", "test.conf", &|_| None).unwrap();
+    let change = shared
+        .pool
+        .update(Arc::new(conf), &CancellationToken::new());
+    let target = change.added.first().unwrap().clone();
+    let (tx, rx) = mpsc::channel(16);
+    let (ctl, ctl_rx) = mpsc::unbounded_channel();
+    let conn = Arc::new(MeConn::new(target.addr(), tx, ctl));
+    let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let link = RpcLink::client(
+        LinkParams::new(vec![0; 32], a, a, Default::default()),
+        0,
+        &mut StdRng::seed_from_u64(1),
+    );
+    target.add_ready(conn, Arc::new(Mutex::new(link)));
+    (rx, ctl_rx)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_client_is_closed_at_the_pre_auth_deadline() {
+    let s = serve_one().await;
+    let start = Instant::now();
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(&[1; 10]).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = c.read(&mut buf).await.unwrap_or(0);
+    assert_eq!(n, 0, "closed without a byte");
+    let waited = start.elapsed();
+    assert!(
+        waited >= PRE_AUTH_TIMEOUT && waited < PRE_AUTH_TIMEOUT + Duration::from_secs(1),
+        "{waited:?}"
+    );
+    assert_eq!(s.shared.counters.handshake_timeouts.load(Relaxed), 1);
+    s.shutdown.cancel();
+    assert_eq!(
+        s.done.await.unwrap(),
+        Drained {
+            handed_over: false,
+            cut: 0
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_closes_a_client_before_its_header_at_once() {
+    let s = serve_one().await;
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(&[1; 10]).await.unwrap();
+    let sh = s.shared.clone();
+    until(|| sh.counters.total_special_connections.load(Relaxed) == 1).await;
+    let start = Instant::now();
+    s.shutdown.cancel();
+    let drained = s.done.await.unwrap();
+    assert_eq!(drained.cut, 0);
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    let mut buf = [0u8; 16];
+    assert_eq!(c.read(&mut buf).await.unwrap_or(0), 0);
+    assert_eq!(s.shared.counters.total_special_connections.load(Relaxed), 0);
+    // No new client is accepted once stopped.
+    let refused = match TcpStream::connect(s.addr).await {
+        Err(_) => true,
+        Ok(mut c) => c.read(&mut buf).await.map_or(true, |n| n == 0),
+    };
+    assert!(refused);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_waiting_for_an_answer_is_cut_when_the_grace_is_over() {
+    let s = serve_one().await;
+    let (mut data, mut ctl) = fake_link(&s.shared);
+    let mut hs = ClientHandshake::generate(
+        &mut StdRng::seed_from_u64(3),
+        Some(&SECRET),
+        Transport::Intermediate,
+        2,
+    );
+    let mut out = BytesMut::from(&hs.header[..]);
+    let mut frame = BytesMut::new();
+    let packet = [7u8; 64];
+    encode_client_frame(Transport::Intermediate, &packet, false, &[], &mut frame).unwrap();
+    hs.encrypt.apply(&mut frame);
+    out.extend_from_slice(&frame);
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(&out).await.unwrap();
+    let Some(MeCmd::ProxyReq {
+        conn_id,
+        flags,
+        payload,
+        ..
+    }) = data.recv().await
+    else {
+        panic!("no PROXY_REQ");
+    };
+    assert_eq!(payload, packet[..]);
+    assert_eq!(
+        flags,
+        proxy_req_flags(Transport::Intermediate, false, false)
+    );
+    // The answer never comes: the drain waits the whole grace, then cuts the client.
+    let grace = s.shared.settings.grace;
+    let start = Instant::now();
+    s.shutdown.cancel();
+    let drained = s.done.await.unwrap();
+    let took = start.elapsed();
+    assert_eq!(drained.cut, 1);
+    assert!(took >= grace.drain && took <= grace.total(), "{took:?}");
+    let mut buf = [0u8; 16];
+    assert_eq!(c.read(&mut buf).await.unwrap_or(0), 0);
+    // The middle end is told the client is gone.
+    match ctl.recv().await {
+        Some(MeCmd::CloseConn { conn_id: id }) => assert_eq!(id, conn_id),
+        other => panic!("expected CLOSE_CONN, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answered_client_leaves_the_drain_at_once() {
+    let s = serve_one().await;
+    let (mut data, _ctl) = fake_link(&s.shared);
+    let mut hs = ClientHandshake::generate(
+        &mut StdRng::seed_from_u64(4),
+        Some(&SECRET),
+        Transport::Abridged,
+        2,
+    );
+    let mut out = BytesMut::from(&hs.header[..]);
+    let mut frame = BytesMut::new();
+    encode_client_frame(Transport::Abridged, &[9u8; 64], false, &[], &mut frame).unwrap();
+    hs.encrypt.apply(&mut frame);
+    out.extend_from_slice(&frame);
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(&out).await.unwrap();
+    let Some(MeCmd::ProxyReq { conn_id, .. }) = data.recv().await else {
+        panic!("no PROXY_REQ");
+    };
+    let start = Instant::now();
+    s.shutdown.cancel();
+    // Answer through the pool as the link's reader would.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let conn = s.shared.pool.pick(2).unwrap();
+    let handle = conn.client(conn_id).unwrap();
+    assert!(crate::net::me_link::deliver(
+        &s.shared,
+        &handle,
+        bytes::Bytes::from_static(&[5u8; 32])
+    ));
+    let drained = s.done.await.unwrap();
+    assert_eq!(drained.cut, 0);
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got).await;
+    let mut plain = BytesMut::from(&got[..]);
+    hs.decrypt.apply(&mut plain);
+    assert_eq!(plain[0], 8, "one abridged frame of 8 words");
+    assert_eq!(&plain[1..], &[5u8; 32][..]);
+}
