@@ -1,32 +1,28 @@
 //! The FakeMe against a loopback RpcLink client, and the client simulator against a tiny
-//! in-test echo server built on the core's server role (obfuscated2 and fake TLS). Every
+//! in-test echo server driving the proxy's own client session (obfuscated2 and fake TLS). Every
 //! wait is bounded; no proxy binary is needed.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use bytes::{Bytes, BytesMut};
-use mtproxy::protocol::fake_tls::{
-    build_server_hello, classify_first_bytes, encode_app_data_records, validate_client_hello,
-    Classification, ClientRecordDecoder, DomainProfile, HelloShape, ReplayCache,
-};
-use mtproxy::protocol::obfuscated2::{parse_header, AcceptPolicy, HEADER_LEN};
-use mtproxy::protocol::packet::{classify, PacketVerdict};
+use mtproxy::protocol::fake_tls::{DomainProfile, HelloShape, ReplayCache, ReplayCheck};
+use mtproxy::protocol::obfuscated2::AcceptPolicy;
 use mtproxy::protocol::rpc::messages::flags;
 use mtproxy::protocol::rpc::{
     LinkEvent, LinkParams, ProcessId, ProxyReqHeader, RpcLink, RpcMessage, ServerPolicy,
 };
-use mtproxy::protocol::transport::{
-    encode_padded_quick_ack_alt, encode_quick_ack, encode_server_frame, ServerDecoder, Transport,
-};
+use mtproxy::protocol::session::{ClientSession, SessionEvent, SessionRules};
+use mtproxy::protocol::transport::Transport;
 use parity::client::{
     self, encrypted_message, expected_confirm, unencrypted_req_dh_params, unencrypted_req_pq_multi,
     ClientConfig, Reaction, Received, SimClient,
 };
 use parity::fake_me::{quick_ack_confirm, FakeMe};
 use rand::rngs::StdRng;
-use rand::{Rng, RngCore, SeedableRng};
+use rand::SeedableRng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
@@ -377,7 +373,7 @@ async fn fake_me_refuse_echo_delay_and_reading_knobs() {
 }
 
 // ------------------------------------------------------------------------------------
-// A tiny echo "proxy" on the core's server role.
+// A tiny echo "proxy": the proxy's own client session, answering every packet with itself.
 
 #[derive(Clone)]
 enum EchoMode {
@@ -421,127 +417,57 @@ impl EchoServer {
     }
 }
 
-async fn read_more(s: &mut TcpStream, buf: &mut BytesMut) -> anyhow::Result<()> {
-    if s.read_buf(buf).await? == 0 {
-        bail!("EOF");
-    }
-    Ok(())
-}
-
-/// Serves one client: header (or fake-TLS handshake), then echoes every packet the core's
-/// rules forward, with a quick ack first when asked. Returns (closing the socket) on any
-/// error; with an unknown secret it discards input forever (C's "global skip mode").
+/// Serves one client with the proxy's own [`ClientSession`] (header or fake-TLS
+/// handshake, framing, packet rules, quick acks), echoing every packet it forwards, with
+/// a quick ack first when asked. Returns (closing the socket) when the session ends; with
+/// an unknown secret the session discards input (C's "global skip mode").
 async fn serve(mut s: TcpStream, mode: EchoMode, seed: u64) -> anyhow::Result<()> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut wire = BytesMut::new();
-    let mut cipher = BytesMut::new();
-    let mut tls = None;
-    let mut hs = match &mode {
-        EchoMode::Obfuscated(secrets) => {
-            while wire.len() < HEADER_LEN {
-                read_more(&mut s, &mut wire).await?;
-            }
-            let mut hdr = [0u8; HEADER_LEN];
-            hdr.copy_from_slice(&wire.split_to(HEADER_LEN));
-            let Some(hs) = parse_header(&hdr, secrets, AcceptPolicy::default()) else {
-                loop {
-                    wire.clear();
-                    read_more(&mut s, &mut wire).await?;
-                }
-            };
-            cipher.unsplit(wire.split());
-            hs
-        }
+    let rules = match mode {
+        EchoMode::Obfuscated(secrets) => SessionRules::new(secrets),
         EchoMode::FakeTls { secret, domain } => {
-            let record_len = loop {
-                match classify_first_bytes(&wire) {
-                    Classification::NeedMore => read_more(&mut s, &mut wire).await?,
-                    Classification::FakeTls { record_len } => break record_len,
-                    Classification::NotTls => bail!("not TLS"),
-                }
-            };
-            while wire.len() < record_len {
-                read_more(&mut s, &mut wire).await?;
-            }
-            let record = wire.split_to(record_len);
-            let accepted = validate_client_hello(
-                &record,
-                wire.len(),
-                std::slice::from_ref(domain),
-                &[*secret],
-                mtproxy::clock::unix_now(),
-                &mut ReplayCache::new(),
-            )
-            .map_err(|e| anyhow!("{e}"))?;
-            let profile = DomainProfile::fallback(&mut rng);
-            let sh = build_server_hello(&accepted, secret, &profile, &mut rng);
-            s.write_all(&sh).await?;
-            let mut dec = ClientRecordDecoder::new();
-            loop {
-                if let Some(p) = dec.decode(&mut wire)? {
-                    cipher.unsplit(p);
-                }
-                if cipher.len() >= HEADER_LEN {
-                    break;
-                }
-                read_more(&mut s, &mut wire).await?;
-            }
-            let mut hdr = [0u8; HEADER_LEN];
-            hdr.copy_from_slice(&cipher.split_to(HEADER_LEN));
-            tls = Some(dec);
-            parse_header(&hdr, &[*secret], AcceptPolicy { padded_only: true })
-                .ok_or_else(|| anyhow!("bad header in TLS"))?
+            let mut r = SessionRules::new(vec![secret]);
+            r.domains = vec![domain];
+            r.accept_policy = AcceptPolicy { padded_only: true };
+            r
         }
     };
-    let t = hs.transport;
-    let mut decoder = ServerDecoder::new(t);
-    let mut plain = BytesMut::new();
-    // Padded intermediate alternates the two quick-ack encodings (§4.3).
-    let mut acks = 0u32;
+    let mut session = ClientSession::new(Arc::new(rules), std::time::Instant::now(), 443, &mut rng);
+    let mut replay = ReplayCache::new();
     loop {
-        if !cipher.is_empty() {
-            let mut c = cipher.split();
-            hs.decrypt.apply(&mut c);
-            plain.unsplit(c);
-        }
-        while let Some(f) = decoder.decode(&mut plain)? {
-            if !matches!(classify(&f.payload), PacketVerdict::Forward { .. }) {
-                continue;
-            }
-            let mut out = BytesMut::new();
-            if f.quick_ack {
-                let confirm = quick_ack_confirm(&f.payload);
-                acks += 1;
-                if t == Transport::PaddedIntermediate && acks.is_multiple_of(2) {
-                    let (n1, n2) = (rng.gen_range(0..=7), rng.gen_range(0..=7));
-                    let mut pads = [0u8; 14];
-                    rng.fill_bytes(&mut pads);
-                    encode_padded_quick_ack_alt(confirm, &pads[..n1], &pads[7..7 + n2], &mut out)?;
-                } else {
-                    encode_quick_ack(t, confirm, &mut out);
+        while let Some(event) = session.poll_event() {
+            match event {
+                SessionEvent::CheckReplay { key, .. } => {
+                    let now = mtproxy::clock::unix_now();
+                    let fresh = replay.check_and_insert(key, now);
+                    session.replay_answer(fresh, replay.oldest_time(), now);
                 }
-            }
-            let mut pad = [0u8; 3];
-            rng.fill_bytes(&mut pad);
-            let n = rng.gen_range(0..=3);
-            encode_server_frame(t, &f.payload, &pad[..n], &mut out)?;
-            hs.encrypt.apply(&mut out);
-            if tls.is_some() {
-                let mut rec = BytesMut::new();
-                encode_app_data_records(&out, &mut rec);
-                s.write_all(&rec).await?;
-            } else {
-                s.write_all(&out).await?;
+                SessionEvent::HelloAccepted { .. } => {
+                    let profile = DomainProfile::fallback(&mut rng);
+                    session.send_server_hello(&profile, &mut rng);
+                }
+                SessionEvent::Forward { payload, flags } => {
+                    if flags & flags::QUICKACK != 0 {
+                        session.handle_quick_ack(quick_ack_confirm(&payload));
+                    }
+                    session.handle_answer(&payload);
+                }
+                SessionEvent::Front { reason, .. } => bail!("fronted: {reason:?}"),
+                SessionEvent::Close(reason) => bail!("closed: {reason:?}"),
+                _ => {}
             }
         }
-        read_more(&mut s, &mut wire).await?;
-        match tls.as_mut() {
-            Some(dec) => {
-                while let Some(p) = dec.decode(&mut wire)? {
-                    cipher.unsplit(p);
-                }
-            }
-            None => cipher.unsplit(wire.split()),
+        let out = session.transmit();
+        if !out.is_empty() {
+            let n = out.len();
+            s.write_all(out).await?;
+            session.advance_transmit(n);
+        }
+        session.park();
+        let buf = session.recv_buffer();
+        buf.reserve(4096);
+        if s.read_buf(buf).await? == 0 {
+            bail!("EOF");
         }
     }
 }

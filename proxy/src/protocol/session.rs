@@ -590,12 +590,32 @@ impl ClientSession {
     }
 
     /// A middle-end quick ack for the client: encoded, encrypted and queued.
+    ///
+    /// Padded intermediate, as C's `push_rpc_confirmation`: half the time the plain
+    /// 4 bytes, else two padded frames `[ff ff ff ff][confirm][0|4 random bytes]` and
+    /// `[00 00 00 00][0|4 random bytes]`, each with its 0..3 bytes of frame padding.
     pub fn handle_quick_ack(&mut self, confirm: u32) {
         let Stage::Relay(r) = &mut self.stage else {
             return;
         };
         let start = self.tx.len();
-        transport::encode_quick_ack(r.transport, confirm, &mut self.tx);
+        if r.transport == Transport::PaddedIntermediate && self.rng.gen::<bool>() {
+            let mut pads = [0u8; 14];
+            self.rng.fill_bytes(&mut pads);
+            let mut len = || 4 * usize::from(self.rng.gen::<bool>()) + self.rng.gen_range(0..=3);
+            let (n1, n2) = (len(), len());
+            let alt = transport::encode_padded_quick_ack_alt(
+                confirm,
+                &pads[..n1],
+                &pads[7..7 + n2],
+                &mut self.tx,
+            );
+            if alt.is_err() {
+                transport::encode_quick_ack(r.transport, confirm, &mut self.tx);
+            }
+        } else {
+            transport::encode_quick_ack(r.transport, confirm, &mut self.tx);
+        }
         if let Some(tail) = self.tx.get_mut(start..) {
             r.encrypt.apply(tail);
         }

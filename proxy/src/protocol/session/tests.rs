@@ -186,6 +186,37 @@ fn a_plain_client_is_identified_after_its_replay_check_and_its_packets_forwarded
 }
 
 #[test]
+fn padded_quick_acks_take_either_of_cs_two_forms() {
+    let mut s = ClientSession::new(rules(), Instant::now(), 443, &mut StdRng::seed_from_u64(5));
+    let mut c = Client::new(Transport::PaddedIntermediate, Some(&SECRET), 12);
+    s.feed(&c.hs.header);
+    drain(&mut s, true);
+    let (mut plain, mut alt) = (0, 0);
+    for i in 0..64u32 {
+        let confirm = 0x8000_0000 | i;
+        s.handle_quick_ack(confirm);
+        let wire = take_transmit(&mut s);
+        let got = c.receive(&wire);
+        if wire.len() == 4 {
+            assert_eq!(got, vec![ServerFrame::QuickAck(confirm)]);
+            plain += 1;
+            continue;
+        }
+        // Two padded frames: `ff ff ff ff <confirm> [4 random]`, `00 00 00 00 [4 random]`.
+        let [ServerFrame::Packet(a), ServerFrame::Packet(b)] = got.as_slice() else {
+            panic!("unexpected quick-ack shape {got:?}");
+        };
+        assert_eq!(a[..4], [0xff; 4]);
+        assert_eq!(a[4..8], confirm.to_le_bytes());
+        assert!(a.len() == 8 || a.len() == 12, "{a:?}");
+        assert_eq!(b[..4], [0; 4]);
+        assert!(b.len() == 4 || b.len() == 8, "{b:?}");
+        alt += 1;
+    }
+    assert!(plain > 10 && alt > 10, "plain {plain}, two-frame {alt}");
+}
+
+#[test]
 fn unencrypted_packets_are_flagged_and_the_planted_xor_applies() {
     let mut r = SessionRules::new(vec![SECRET]);
     r.flag_xor = 0x10;
