@@ -6,42 +6,21 @@
 //! build's observed behaviour, or an independent computation (the Python generators in
 //! `vectors/gen/`, which use Python's own `hashlib`/`hmac`/`pow` and the `cryptography`
 //! package, never this crate). Each family's runner lives in `families/<family>.rs`.
+//!
+//! Layout: `data` (the data files and typed field readers) and `replay` (the per-vector
+//! runner and the report) are the leaves; [`families`] holds one module per family and the
+//! [`families::ALL`] table; this file declares the modules, re-exports the public items and
+//! runs every family ([`replay_all`]).
 #![forbid(unsafe_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::Serialize;
-
+mod data;
 pub mod families;
-mod util;
+mod replay;
 
-pub use util::{hex_field, load_family, replay_with, FamilyFile};
-
-/// The outcome of replaying one family.
-#[derive(Debug, Clone, Serialize)]
-pub struct FamilyReport {
-    /// The family name (the data file's stem).
-    pub family: String,
-    /// Where the family's expected values come from.
-    pub provenance: String,
-    /// How many vectors were replayed.
-    pub count: usize,
-    /// One line per failing vector: `name: what differed`.
-    pub failures: Vec<String>,
-}
-
-/// A family: its name and its replay function over the data directory.
-pub struct Family {
-    /// The family name; its data file is `data/<name>.json`.
-    pub name: &'static str,
-    /// Replays every vector of the family.
-    pub replay: fn(&Path) -> anyhow::Result<FamilyReport>,
-}
-
-/// The directory holding the data files of this checkout.
-pub fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
-}
+pub use data::{data_dir, hex_field, load_family, FamilyFile};
+pub use replay::{replay_with, Family, FamilyReport};
 
 /// Replays every family; a family whose file cannot be read reports one failure.
 pub fn replay_all(dir: &Path) -> Vec<FamilyReport> {

@@ -14,14 +14,15 @@ use mtproxy::protocol::crypto::{CbcDecryptor, CbcEncryptor, NotBlockAligned};
 use serde_json::Value;
 
 use super::kat;
-use crate::{hex_field, FamilyReport};
+use crate::data::hex_field;
+use crate::replay::{replay_with, FamilyReport};
 
 /// Replays `data/aes_cbc.json` against [`CbcEncryptor`] and [`CbcDecryptor`].
 ///
 /// # Errors
 /// When the data file cannot be read.
 pub fn replay(dir: &Path) -> anyhow::Result<FamilyReport> {
-    kat::replay_with(dir, "aes_cbc", check)
+    replay_with(dir, "aes_cbc", check)
 }
 
 /// One CBC chain in either direction.

@@ -10,14 +10,15 @@ use anyhow::ensure;
 use mtproxy::protocol::crypto::AesCtr;
 
 use super::kat;
-use crate::{hex_field, FamilyReport};
+use crate::data::hex_field;
+use crate::replay::{replay_with, FamilyReport};
 
 /// Replays `data/aes_ctr.json` against [`AesCtr`].
 ///
 /// # Errors
 /// When the data file cannot be read.
 pub fn replay(dir: &Path) -> anyhow::Result<FamilyReport> {
-    kat::replay_with(dir, "aes_ctr", |v| {
+    replay_with(dir, "aes_ctr", |v| {
         let key: [u8; 32] = kat::array(v, "key")?;
         let iv: [u8; 16] = kat::array(v, "iv")?;
         let input = hex_field(v, "input")?;

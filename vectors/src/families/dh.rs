@@ -8,7 +8,8 @@ use mtproxy::protocol::dh::{
 };
 use serde_json::Value;
 
-use crate::{hex_field, replay_with, FamilyReport};
+use crate::data::hex_field;
+use crate::replay::{replay_with, FamilyReport};
 
 const NAME: &str = "dh";
 
@@ -67,9 +68,12 @@ pub fn replay(dir: &Path) -> anyhow::Result<FamilyReport> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::data::data_dir;
+
     #[test]
     fn all_vectors_pass() {
-        let r = super::replay(&crate::data_dir()).unwrap();
+        let r = replay(&data_dir()).unwrap();
         assert!(r.count >= 25, "only {} vectors", r.count);
         assert!(r.failures.is_empty(), "{:#?}", r.failures);
     }

@@ -6,14 +6,15 @@ use std::path::Path;
 use anyhow::ensure;
 
 use super::kat;
-use crate::{hex_field, FamilyReport};
+use crate::data::hex_field;
+use crate::replay::{replay_with, FamilyReport};
 
 /// Replays `data/hmac_sha256.json` against [`mtproxy::protocol::crypto::hmac_sha256`].
 ///
 /// # Errors
 /// When the data file cannot be read.
 pub fn replay(dir: &Path) -> anyhow::Result<FamilyReport> {
-    kat::replay_with(dir, "hmac_sha256", |v| {
+    replay_with(dir, "hmac_sha256", |v| {
         let key = hex_field(v, "key")?;
         let data = hex_field(v, "data")?;
         let want = hex_field(v, "mac")?;

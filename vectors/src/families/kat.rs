@@ -6,12 +6,12 @@ use std::path::Path;
 use anyhow::{anyhow, bail, ensure, Context};
 use serde_json::Value;
 
-pub(crate) use crate::replay_with;
-use crate::FamilyReport;
+use crate::data::hex_field;
+use crate::replay::{replay_with, FamilyReport};
 
 /// Reads the hex field `key` as exactly `N` bytes.
 pub(crate) fn array<const N: usize>(v: &Value, key: &str) -> anyhow::Result<[u8; N]> {
-    let bytes = crate::hex_field(v, key)?;
+    let bytes = hex_field(v, key)?;
     let len = bytes.len();
     bytes
         .try_into()
@@ -61,7 +61,7 @@ pub(crate) fn u32_hex(v: &Value, key: &str) -> anyhow::Result<u32> {
 
 /// The vector's `message` field, repeated `repeat` times when that field is present.
 pub(crate) fn message(v: &Value) -> anyhow::Result<Vec<u8>> {
-    let unit = crate::hex_field(v, "message")?;
+    let unit = hex_field(v, "message")?;
     let repeat = opt_usize(v, "repeat")?.unwrap_or(1);
     Ok(unit.repeat(repeat))
 }
@@ -178,7 +178,7 @@ pub(crate) fn replay_digest(
 ) -> anyhow::Result<FamilyReport> {
     replay_with(dir, family, |v| {
         let msg = message(v)?;
-        let want = crate::hex_field(v, "digest")?;
+        let want = hex_field(v, "digest")?;
         for chunks in chunkings(msg.len()) {
             let parts = split(&msg, &chunks)?;
             expect_eq(&digest(&parts), &want, &describe(&chunks))?;

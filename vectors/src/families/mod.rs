@@ -1,6 +1,6 @@
 //! One module per family. Add a family by adding its module, its data file and a row in [`ALL`].
 
-use crate::Family;
+use crate::replay::Family;
 
 pub mod aes_cbc;
 pub mod aes_ctr;

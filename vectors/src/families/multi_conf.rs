@@ -10,7 +10,7 @@ use anyhow::{anyhow, Context};
 use mtproxy::config::multi_conf::{parse_multi_conf, MultiConf};
 use serde_json::{json, Value};
 
-use crate::{replay_with, FamilyReport};
+use crate::replay::{replay_with, FamilyReport};
 
 const NAME: &str = "multi_conf";
 
@@ -111,9 +111,12 @@ fn summary(c: &MultiConf) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::data::data_dir;
+
     #[test]
     fn family_passes() {
-        let r = super::replay(&crate::data_dir()).unwrap();
+        let r = replay(&data_dir()).unwrap();
         assert!(r.count >= 40, "{}", r.count);
         assert!(r.failures.is_empty(), "{:#?}", r.failures);
     }

@@ -11,7 +11,8 @@ use mtproxy::protocol::obfuscated2::{
 };
 use serde_json::Value;
 
-use crate::{hex_field, replay_with, FamilyReport};
+use crate::data::hex_field;
+use crate::replay::{replay_with, FamilyReport};
 
 const FAMILY: &str = "obfuscated2";
 
@@ -189,9 +190,12 @@ pub fn replay(dir: &Path) -> anyhow::Result<FamilyReport> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::data::data_dir;
+
     #[test]
     fn family_passes() {
-        let r = super::replay(&crate::data_dir()).unwrap();
+        let r = replay(&data_dir()).unwrap();
         assert!(r.count >= 40, "only {} vectors", r.count);
         assert!(r.failures.is_empty(), "{:#?}", r.failures);
     }

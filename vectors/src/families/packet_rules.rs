@@ -8,7 +8,8 @@ use anyhow::{anyhow, Context};
 use mtproxy::protocol::packet::{classify, DropReason, PacketVerdict};
 use serde_json::Value;
 
-use crate::{hex_field, replay_with, FamilyReport};
+use crate::data::hex_field;
+use crate::replay::{replay_with, FamilyReport};
 
 const FAMILY: &str = "packet_rules";
 
@@ -64,9 +65,12 @@ pub fn replay(dir: &Path) -> anyhow::Result<FamilyReport> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::data::data_dir;
+
     #[test]
     fn family_passes() {
-        let r = super::replay(&crate::data_dir()).unwrap();
+        let r = replay(&data_dir()).unwrap();
         assert!(r.count >= 30, "only {} vectors", r.count);
         assert!(r.failures.is_empty(), "{:#?}", r.failures);
     }

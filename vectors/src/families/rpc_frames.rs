@@ -16,8 +16,8 @@ use mtproxy::protocol::rpc::frame::{
 use mtproxy::protocol::rpc::BytesMut;
 use serde_json::Value;
 
-use super::rpc_keys::{int, string};
-use crate::{hex_field, replay_with, FamilyReport};
+use crate::data::{hex_field, int, string};
+use crate::replay::{replay_with, FamilyReport};
 
 const NAME: &str = "rpc_frames";
 
@@ -181,9 +181,12 @@ fn check(v: &Value) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::data::data_dir;
+
     #[test]
     fn every_rpc_frames_vector_passes() {
-        let r = super::replay(&crate::data_dir()).unwrap();
+        let r = replay(&data_dir()).unwrap();
         assert!(r.count >= 10, "only {} vectors", r.count);
         assert!(r.failures.is_empty(), "{:#?}", r.failures);
     }

@@ -13,7 +13,8 @@ use mtproxy::protocol::rpc::keys::{
 };
 use serde_json::Value;
 
-use crate::{hex_field, replay_with, FamilyReport};
+use crate::data::{hex_field, int, string};
+use crate::replay::{replay_with, FamilyReport};
 
 const NAME: &str = "rpc_keys";
 
@@ -23,18 +24,6 @@ const NAME: &str = "rpc_keys";
 /// When the data file cannot be read.
 pub fn replay(dir: &Path) -> anyhow::Result<FamilyReport> {
     replay_with(dir, NAME, check)
-}
-
-pub(crate) fn int(v: &Value, key: &str) -> anyhow::Result<i64> {
-    v.get(key)
-        .and_then(Value::as_i64)
-        .ok_or_else(|| anyhow!("field {key:?} missing or not an integer"))
-}
-
-pub(crate) fn string<'a>(v: &'a Value, key: &str) -> anyhow::Result<&'a str> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| anyhow!("field {key:?} missing or not a string"))
 }
 
 fn array16(v: &Value, key: &str) -> anyhow::Result<[u8; 16]> {
@@ -98,9 +87,12 @@ fn check(v: &Value) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::data::data_dir;
+
     #[test]
     fn every_rpc_keys_vector_passes() {
-        let r = super::replay(&crate::data_dir()).unwrap();
+        let r = replay(&data_dir()).unwrap();
         assert!(r.count >= 10, "only {} vectors", r.count);
         assert!(r.failures.is_empty(), "{:#?}", r.failures);
     }

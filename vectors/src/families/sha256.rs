@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::FamilyReport;
+use crate::replay::FamilyReport;
 
 /// Replays `data/sha256.json` against [`mtproxy::protocol::crypto::sha256`].
 ///

@@ -1,12 +1,16 @@
-//! Loading family files and reading hex fields.
+//! The data files: where they live, loading one family's file, and reading typed fields
+//! of a vector.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
-
-use crate::FamilyReport;
 use serde::Deserialize;
 use serde_json::Value;
+
+/// The directory holding the data files of this checkout.
+pub fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+}
 
 /// A family data file as stored.
 #[derive(Debug, Deserialize)]
@@ -48,38 +52,22 @@ pub fn hex_field(v: &Value, key: &str) -> anyhow::Result<Vec<u8>> {
     hex::decode(&clean).with_context(|| format!("field {key:?} is not hex"))
 }
 
-/// Replays every vector of `family` through `check`; a vector whose check fails, or that
-/// lacks a `name` or a `provenance`, becomes one failure line.
-pub fn replay_with(
-    dir: &Path,
-    family: &str,
-    check: impl Fn(&Value) -> anyhow::Result<()>,
-) -> anyhow::Result<FamilyReport> {
-    let file = load_family(dir, family)?;
-    let mut failures = Vec::new();
-    for (i, v) in file.vectors.iter().enumerate() {
-        let name = v.get("name").and_then(Value::as_str).unwrap_or("");
-        let label = if name.is_empty() {
-            format!("#{i}")
-        } else {
-            name.to_string()
-        };
-        let provenance = v.get("provenance").and_then(Value::as_str).unwrap_or("");
-        let outcome = if name.is_empty() {
-            Err(anyhow!("vector has no name"))
-        } else if provenance.is_empty() {
-            Err(anyhow!("vector has no provenance"))
-        } else {
-            check(v)
-        };
-        if let Err(e) = outcome {
-            failures.push(format!("{label}: {e:#}"));
-        }
-    }
-    Ok(FamilyReport {
-        family: file.family,
-        provenance: file.provenance,
-        count: file.vectors.len(),
-        failures,
-    })
+/// Reads the integer field `key` of vector `v`.
+///
+/// # Errors
+/// When the field is missing or not an integer.
+pub(crate) fn int(v: &Value, key: &str) -> anyhow::Result<i64> {
+    v.get(key)
+        .and_then(Value::as_i64)
+        .ok_or_else(|| anyhow!("field {key:?} missing or not an integer"))
+}
+
+/// Reads the string field `key` of vector `v`.
+///
+/// # Errors
+/// When the field is missing or not a string.
+pub(crate) fn string<'a>(v: &'a Value, key: &str) -> anyhow::Result<&'a str> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| anyhow!("field {key:?} missing or not a string"))
 }
