@@ -45,7 +45,7 @@ impl Coverage {
     /// # Errors
     /// When the map names something that does not exist, or a file cannot be written.
     pub fn run(self) -> anyhow::Result<()> {
-        let root = crate::project_root();
+        let root = crate::workspace::project_root();
         let out = self
             .out
             .unwrap_or_else(|| root.join("artifacts").join("coverage"));

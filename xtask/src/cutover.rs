@@ -51,10 +51,10 @@ impl Cutover {
     /// When the candidate cannot be built, a step name is unknown, the report cannot be
     /// written, or a gated criterion failed.
     pub fn run(self) -> anyhow::Result<()> {
-        let root = crate::project_root();
-        let candidate = crate::candidate_or_build(self.candidate)?;
-        let reference = crate::reference_or_env(self.reference);
-        let scale = crate::scale(self.tiny, self.quick);
+        let root = crate::workspace::project_root();
+        let candidate = crate::args::candidate_or_build(self.candidate)?;
+        let reference = crate::args::reference_or_env(self.reference);
+        let scale = crate::args::scale(self.tiny, self.quick);
         let out_dir = self
             .out
             .unwrap_or_else(|| root.join("artifacts").join("cutover"));

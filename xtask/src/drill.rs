@@ -45,10 +45,10 @@ impl Drill {
     /// When the candidate cannot be built, a drill name is unknown, the report cannot be
     /// written, or the candidate FAILed a drill.
     pub fn run(self) -> anyhow::Result<()> {
-        let root = crate::project_root();
-        let candidate = crate::candidate_or_build(self.candidate)?;
-        let reference = crate::reference_or_env(self.reference);
-        let scale = crate::scale(self.tiny, self.quick);
+        let root = crate::workspace::project_root();
+        let candidate = crate::args::candidate_or_build(self.candidate)?;
+        let reference = crate::args::reference_or_env(self.reference);
+        let scale = crate::args::scale(self.tiny, self.quick);
         let tty = std::io::stderr().is_terminal();
         let opts = RunOptions {
             candidate: Target::new("candidate", candidate),

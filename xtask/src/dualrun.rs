@@ -60,10 +60,10 @@ impl Dualrun {
     /// When the candidate cannot be built or the run cannot start, and when the verdict
     /// fails (so the process exits non-zero).
     pub fn run(self) -> anyhow::Result<()> {
-        let root = crate::project_root();
+        let root = crate::workspace::project_root();
         let candidate = match self.candidate {
             Some(c) => c,
-            None => build_candidate(&root)?,
+            None => crate::workspace::build_candidate(&root)?,
         };
         let mut opts = DualrunOptions::new(&candidate);
         opts.reference = self.reference;
@@ -108,30 +108,4 @@ impl Dualrun {
         }
         Ok(())
     }
-}
-
-/// Builds the release `mtproto-proxy` with the same cargo and returns its path.
-pub(crate) fn build_candidate(root: &std::path::Path) -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!(
-        "[dualrun] building the candidate: cargo build --release -p mtproxy --bin mtproto-proxy"
-    );
-    let status = std::process::Command::new(cargo)
-        .current_dir(root)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "mtproxy",
-            "--bin",
-            "mtproto-proxy",
-        ])
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("building the candidate failed ({status})");
-    }
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    Ok(target.join("release").join("mtproto-proxy"))
 }

@@ -611,19 +611,19 @@ impl Gate {
     /// written, or the verdict is NO-GO.
     pub fn run(self) -> anyhow::Result<()> {
         let started = Instant::now();
-        let root = crate::project_root();
+        let root = crate::workspace::project_root();
         let artifacts = self
             .artifacts
             .clone()
             .unwrap_or_else(|| root.join("artifacts"));
         let gate_dir = artifacts.join("gate");
-        let reference = crate::reference_or_env(self.reference.clone());
+        let reference = crate::args::reference_or_env(self.reference.clone());
         if let Some(r) = &reference {
             if !r.is_file() {
                 bail!("the reference {} is not a file", r.display());
             }
         }
-        let candidate = crate::candidate_or_build(self.candidate.clone())?;
+        let candidate = crate::args::candidate_or_build(self.candidate.clone())?;
         if !candidate.is_file() {
             bail!("the candidate {} is not a file", candidate.display());
         }
@@ -956,7 +956,7 @@ mod tests {
         r.parts[1].report = None;
         r.parts[1].markdown = None;
         r.write(&dir).unwrap();
-        let schema = crate::project_root().join("artifacts/gate/schema.json");
+        let schema = crate::workspace::project_root().join("artifacts/gate/schema.json");
         let result = parity::report::validate_against_schema(&dir.join(REPORT_JSON), &schema);
         let back: GateReport =
             serde_json::from_str(&std::fs::read_to_string(dir.join(REPORT_JSON)).unwrap()).unwrap();

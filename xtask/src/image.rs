@@ -46,10 +46,10 @@ impl Image {
     /// # Errors
     /// When no engine answers, or a build fails.
     pub fn run(self) -> anyhow::Result<()> {
-        let root = crate::project_root();
+        let root = crate::workspace::project_root();
         let engine = image::engine().context("no Docker engine answers")?;
         eprintln!("[image] engine: docker {engine}");
-        let candidate = crate::candidate_or_build(self.candidate)?;
+        let candidate = crate::args::candidate_or_build(self.candidate)?;
         let say = |m: &str| eprintln!("[image] {m}");
         let base = image::ensure_base(self.base.as_deref(), &say)?;
         say(&format!(

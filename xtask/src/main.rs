@@ -23,20 +23,25 @@
 //! * `coverage` — the functional coverage report of the migration (13 domains: modules,
 //!   tests found by attribute, the latest evidence, divergences, line coverage).
 //! * `tidy` — the source checks that also run as tests under `cargo test` (the protocol
-//!   core stays sans-IO; every crate root forbids unsafe code).
+//!   core stays sans-IO; every crate root forbids unsafe code; no crate has an import
+//!   circle; the proxy's network layer names nothing of the application layer).
 //!
 //! Adding a subcommand: write a module with a `#[derive(clap::Args)]` struct that has a
 //! `fn run(self) -> anyhow::Result<()>`, then add a variant to [`Command`] and an arm to
 //! [`Command::run`].
+//!
+//! This file only declares the modules and dispatches: what several subcommands share
+//! lives in leaf modules ([`workspace`], [`args`]), so no module depends back on the
+//! crate root (`cargo xtask tidy` rejects import circles).
 #![forbid(unsafe_code)]
 // Printing is this binary's job: it is a command-line tool, not a library.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod args;
 mod bench;
 mod coverage;
 mod cutover;
@@ -46,6 +51,7 @@ mod gate;
 mod image;
 mod tidy;
 mod vectors;
+mod workspace;
 
 /// Project automation for mtproxy-rs.
 #[derive(Debug, Parser)]
@@ -96,41 +102,6 @@ impl Command {
     }
 }
 
-/// The candidate binary: `given`, else this workspace's release build (built now).
-pub(crate) fn candidate_or_build(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    match given {
-        Some(c) => Ok(c),
-        None => dualrun::build_candidate(&project_root()),
-    }
-}
-
-/// The reference binary: `given`, else `$MTPROXY_C_BIN` when set and not empty.
-pub(crate) fn reference_or_env(given: Option<PathBuf>) -> Option<PathBuf> {
-    given.or_else(|| {
-        std::env::var_os(parity::dualrun::REFERENCE_ENV)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    })
-}
-
-/// The scale of `--tiny` / `--quick` / neither.
-pub(crate) fn scale(tiny: bool, quick: bool) -> drills::Scale {
-    if tiny {
-        drills::Scale::Tiny
-    } else if quick {
-        drills::Scale::Quick
-    } else {
-        drills::Scale::Full
-    }
-}
-
-/// The workspace root: the parent of this crate's directory.
-pub(crate) fn project_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
 fn main() -> ExitCode {
     match Xtask::parse().command.run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -148,12 +119,5 @@ mod tests {
     #[test]
     fn command_line_definition_is_consistent() {
         super::Xtask::command().debug_assert();
-    }
-
-    #[test]
-    fn project_root_holds_the_workspace_manifest() {
-        let manifest = std::fs::read_to_string(super::project_root().join("Cargo.toml"))
-            .expect("the root Cargo.toml is readable");
-        assert!(manifest.contains("[workspace]"));
     }
 }

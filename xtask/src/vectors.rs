@@ -36,7 +36,7 @@ impl Vectors {
     pub(crate) fn run(self) -> anyhow::Result<()> {
         let data = self.data.unwrap_or_else(::vectors::data_dir);
         let out = self.out.unwrap_or_else(|| {
-            crate::project_root()
+            crate::workspace::project_root()
                 .join("artifacts")
                 .join("vectors")
                 .join("vectors-report.json")

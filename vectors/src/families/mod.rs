@@ -18,6 +18,7 @@ pub mod packet_rules;
 pub mod rpc_frames;
 pub mod rpc_keys;
 pub mod rpc_messages;
+pub mod session;
 pub mod sha1;
 pub mod sha256;
 pub mod transport;
@@ -67,6 +68,10 @@ pub const ALL: &[Family] = &[
     Family {
         name: "packet_rules",
         replay: packet_rules::replay,
+    },
+    Family {
+        name: "session",
+        replay: session::replay,
     },
     Family {
         name: "fake_tls_client_hello",

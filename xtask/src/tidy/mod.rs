@@ -1,16 +1,32 @@
 //! `cargo xtask tidy`: source checks that also run as `#[test]`s, so `cargo test` enforces them.
 //!
-//! * The protocol core (`proxy/src/protocol/**/*.rs`) is sans-IO: no code line may mention
+//! * The protocol core (`proxy/src/protocol/**/*.rs`, test-module files `tests.rs` aside)
+//!   is sans-IO: no code line may mention
 //!   tokio, a socket type or a clock read ([`SANS_IO_BANNED`]). Only `//` comment lines
 //!   (including `///` and `//!` docs) may; everything else, block comments and string
 //!   literals included, is checked strictly.
 //! * Every crate root (`src/lib.rs`, `src/main.rs`, `src/bin/*.rs` of each workspace
 //!   member) carries `#![forbid(unsafe_code)]`, or explains why not in a comment line
 //!   starting `// unsafe_code:` followed by the reason.
+//! * No import circles: within each workspace crate, no module file reaches itself
+//!   again through the files it names ([`circles`], with what "names" means in
+//!   [`imports`]).
+//! * Layering: the proxy's network layer (`proxy/src/net/`) names nothing of the
+//!   application layer above it ([`layers::LAYERS`]).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+
+use crate::workspace::project_root;
+
+mod circles;
+mod imports;
+mod layers;
+mod lexer;
+mod sources;
+
+use sources::{members_of, rust_files, shown};
 
 /// Words the protocol core must not use outside `//` comments.
 pub(crate) const SANS_IO_BANNED: &[&str] = &[
@@ -27,10 +43,16 @@ pub(crate) const SANS_IO_BANNED: &[&str] = &[
 pub(crate) struct Tidy {}
 
 impl Tidy {
+    /// Runs every check over the workspace and prints each problem.
+    ///
+    /// # Errors
+    /// When a source cannot be read, and when any check finds a problem.
     pub(crate) fn run(self) -> anyhow::Result<()> {
-        let root = crate::project_root();
+        let root = project_root();
         let mut problems = protocol_is_sans_io(&root)?;
         problems.extend(crate_roots_forbid_unsafe(&root)?);
+        problems.extend(circles::import_circles(&root)?);
+        problems.extend(layers::layer_violations(&root, layers::LAYERS)?);
         for p in &problems {
             println!("{p}");
         }
@@ -58,24 +80,6 @@ pub(crate) fn banned_in(text: &str) -> Vec<(usize, &'static str)> {
     found
 }
 
-/// Every `.rs` file under `dir`, recursively, sorted.
-fn rust_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
 /// One problem line per banned word on a code line under `proxy/src/protocol/`.
 pub(crate) fn protocol_is_sans_io(root: &Path) -> anyhow::Result<Vec<String>> {
     let dir = root.join("proxy").join("src").join("protocol");
@@ -84,14 +88,15 @@ pub(crate) fn protocol_is_sans_io(root: &Path) -> anyhow::Result<Vec<String>> {
         bail!("no Rust files under {}", dir.display());
     }
     let mut problems = Vec::new();
-    for file in files {
+    // A `tests.rs` file is a test module (`#[cfg(test)] mod tests;`): tests may read the
+    // clock to make the instants they pass in; the core's code may not.
+    for file in files
+        .into_iter()
+        .filter(|f| f.file_name().is_none_or(|n| n != "tests.rs"))
+    {
         let text = std::fs::read_to_string(&file)
             .with_context(|| format!("reading {}", file.display()))?;
-        let shown = file
-            .strip_prefix(root)
-            .unwrap_or(&file)
-            .display()
-            .to_string();
+        let shown = shown(root, &file);
         for (line, word) in banned_in(&text) {
             problems.push(format!(
                 "{shown}:{line}: `{word}` in the sans-IO protocol core (time and IO are parameters)"
@@ -111,35 +116,9 @@ pub(crate) fn has_unsafe_policy(text: &str) -> bool {
     })
 }
 
-/// The workspace members listed in the root manifest's `members = [...]`.
-pub(crate) fn workspace_members(manifest: &str) -> Vec<String> {
-    // The line that starts with `members` (not `default-members`).
-    let Some((start, _)) = manifest
-        .match_indices("members")
-        .find(|&(i, _)| i == 0 || manifest[..i].ends_with('\n'))
-    else {
-        return Vec::new();
-    };
-    let rest = &manifest[start..];
-    let (Some(open), Some(close)) = (rest.find('['), rest.find(']')) else {
-        return Vec::new();
-    };
-    rest.get(open + 1..close)
-        .unwrap_or_default()
-        .split(',')
-        .map(|m| m.trim().trim_matches('"').to_string())
-        .filter(|m| !m.is_empty())
-        .collect()
-}
-
 /// One problem line per crate root without an unsafe-code policy, or per member without a root.
 pub(crate) fn crate_roots_forbid_unsafe(root: &Path) -> anyhow::Result<Vec<String>> {
-    let manifest =
-        std::fs::read_to_string(root.join("Cargo.toml")).context("reading Cargo.toml")?;
-    let members = workspace_members(&manifest);
-    if members.is_empty() {
-        bail!("no workspace members found in Cargo.toml");
-    }
+    let members = members_of(root)?;
     let mut problems = Vec::new();
     for member in members {
         let src = root.join(&member).join("src");
@@ -163,13 +142,9 @@ pub(crate) fn crate_roots_forbid_unsafe(root: &Path) -> anyhow::Result<Vec<Strin
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             if !has_unsafe_policy(&text) {
-                let shown = file
-                    .strip_prefix(root)
-                    .unwrap_or(&file)
-                    .display()
-                    .to_string();
                 problems.push(format!(
-                    "{shown}: add #![forbid(unsafe_code)] or a `// unsafe_code: <reason>` line"
+                    "{}: add #![forbid(unsafe_code)] or a `// unsafe_code: <reason>` line",
+                    shown(root, &file)
                 ));
             }
         }
@@ -183,14 +158,32 @@ mod tests {
 
     #[test]
     fn protocol_core_is_sans_io() {
-        let problems = protocol_is_sans_io(&crate::project_root()).expect("walk the protocol core");
+        let problems = protocol_is_sans_io(&project_root()).expect("walk the protocol core");
         assert!(problems.is_empty(), "{}", problems.join("\n"));
     }
 
     #[test]
     fn every_crate_root_forbids_unsafe_code() {
+        let problems = crate_roots_forbid_unsafe(&project_root()).expect("read the crate roots");
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn no_crate_has_an_import_circle() {
+        let circles = circles::import_circles(&project_root()).expect("read the crates");
+        assert!(
+            circles.is_empty(),
+            "{} import circle(s); break each by moving what both sides need into a leaf \
+             module, or by passing it in:\n{}",
+            circles.len(),
+            circles.join("\n")
+        );
+    }
+
+    #[test]
+    fn the_network_layer_does_not_name_the_application_layer() {
         let problems =
-            crate_roots_forbid_unsafe(&crate::project_root()).expect("read the crate roots");
+            layers::layer_violations(&project_root(), layers::LAYERS).expect("read the proxy");
         assert!(problems.is_empty(), "{}", problems.join("\n"));
     }
 
@@ -229,12 +222,5 @@ let s = \"SystemTime::now\";
         assert!(!has_unsafe_policy(
             "//! #![forbid(unsafe_code)] is only mentioned here\n"
         ));
-    }
-
-    #[test]
-    fn workspace_members_are_read_from_the_manifest() {
-        let manifest =
-            "[workspace]\nresolver = \"2\"\nmembers = [\"proxy\", \"xtask\",\n  \"vectors\"]\n";
-        assert_eq!(workspace_members(manifest), ["proxy", "xtask", "vectors"]);
     }
 }
