@@ -63,8 +63,8 @@ pub enum DhError {
 pub fn dh_params_hash() -> u32 {
     let g = RPC_DH_GENERATOR.to_le_bytes();
     let prefix = 0x0001_00feu32.to_le_bytes();
-    let h = sha1(&[&g, &prefix, &RPC_DH_PRIME]);
-    u32::from_le_bytes([h[0], h[1], h[2], h[3]])
+    let [a, b, c, d, ..] = sha1(&[&g, &prefix, &RPC_DH_PRIME]);
+    u32::from_le_bytes([a, b, c, d])
 }
 
 /// C's `is_good_rpc_dh_bin`: the first 8 bytes are not all zero and are (big-endian)

@@ -6,6 +6,7 @@
 //! where the wire carries unix time).
 //!
 //! Modules, named after the sections of `c-mtproxy.md`:
+//! * [`codec`] — the byte cursor ([`codec::Reader`]) the decoders read their fields with.
 //! * [`crypto`] — AES-256-CTR / AES-256-CBC streams, hashes, HMAC, CRC32/CRC32C (§4.2, §5.2, §5.4).
 //! * [`obfuscated2`] — the 64-byte client header, both roles (§4.2).
 //! * [`transport`] — abridged, intermediate and padded intermediate framing, quick acks (§4.3).
@@ -14,10 +15,12 @@
 //! * [`fake_tls`] — fake-TLS ClientHello/ServerHello and records (§4.4).
 //! * [`dh`] — the DH parameters of `net/net-crypto-dh.c` (§5.6).
 
+pub mod codec;
 pub mod crypto;
 pub mod dh;
 pub mod fake_tls;
 pub mod obfuscated2;
 pub mod packet;
 pub mod rpc;
+pub mod session;
 pub mod transport;

@@ -4,7 +4,8 @@
 use rand::RngCore;
 
 use super::probe::{chrome_like_hello, x25519_entry};
-use super::{be16, CHANGE_CIPHER_SPEC, RANDOM_LEN, RANDOM_OFFSET};
+use super::{CHANGE_CIPHER_SPEC, RANDOM_LEN, RANDOM_OFFSET};
+use crate::protocol::codec::Reader;
 use crate::protocol::crypto::hmac_sha256;
 
 /// The shape of the ClientHello to build.
@@ -113,57 +114,152 @@ pub fn verify_server_hello(
     client_random: &[u8; 32],
     secret: &[u8; 16],
 ) -> Result<Option<ServerHelloInfo>, VerifyError> {
-    let Some(header) = response.get(..5) else {
+    let mut input = Reader::new(response);
+    let (Some(record_header), Some(hello_len)) = (input.take_array::<3>(), input.u16_be()) else {
         return Ok(None);
     };
-    if header[..3] != [0x16, 0x03, 0x03] {
+    if record_header != [0x16, 0x03, 0x03] {
         return Err(VerifyError::NotServerHello);
     }
-    let hello_len = usize::from(header[3]) << 8 | usize::from(header[4]);
+    let hello_len = usize::from(hello_len);
     // Type, length, version, random, session id length, session id, cipher suite.
     if hello_len < 4 + 2 + 32 + 1 + 32 + 2 {
         return Err(VerifyError::NotServerHello);
     }
-    let ccs = 5 + hello_len;
-    let Some(tail) = response.get(ccs..ccs + 11) else {
-        if response.len() > 5 && response[5] != 0x02 {
+    // The handshake type, which must be ServerHello (2), is checked as soon as it is there.
+    let hello_type = input.clone().u8();
+    let (Some(()), Some(ccs), Some(app_header), Some(app_data_len)) = (
+        input.skip(hello_len),
+        input.take_array::<6>(),
+        input.take_array::<3>(),
+        input.u16_be(),
+    ) else {
+        if hello_type.is_some_and(|t| t != 0x02) {
             return Err(VerifyError::NotServerHello);
         }
         return Ok(None);
     };
-    if response[5] != 0x02 {
+    if hello_type != Some(0x02) {
         return Err(VerifyError::NotServerHello);
     }
-    if tail[..6] != CHANGE_CIPHER_SPEC {
+    if ccs != CHANGE_CIPHER_SPEC {
         return Err(VerifyError::BadChangeCipherSpec);
     }
-    if tail[6..9] != [0x17, 0x03, 0x03] {
+    if app_header != [0x17, 0x03, 0x03] {
         return Err(VerifyError::BadAppData);
     }
-    let app_data_len = be16(tail, 9).unwrap_or(0);
-    let total = ccs + 11 + app_data_len;
-    let Some(r) = response.get(..total) else {
+    let app_data_len = usize::from(app_data_len);
+    if input.skip(app_data_len).is_none() {
         return Ok(None);
+    }
+    // The whole response: header, ServerHello, ChangeCipherSpec, application data.
+    let mut r = Reader::new(input.consumed());
+    let (Some(before_random), Some(server_random)) = (r.take(RANDOM_OFFSET), r.take(RANDOM_LEN))
+    else {
+        return Err(VerifyError::NotServerHello);
     };
+    let after_random = r.rest();
     let zeros = [0u8; RANDOM_LEN];
     let expected = hmac_sha256(
         secret,
-        &[
-            client_random,
-            &r[..RANDOM_OFFSET],
-            &zeros,
-            &r[RANDOM_OFFSET + RANDOM_LEN..],
-        ],
+        &[client_random, before_random, &zeros, after_random],
     );
-    if expected[..] != r[RANDOM_OFFSET..RANDOM_OFFSET + RANDOM_LEN] {
+    if expected[..] != *server_random {
         return Err(VerifyError::BadHmac);
     }
-    let mut session_id = [0u8; 32];
-    session_id.copy_from_slice(&r[44..76]);
+    // After the random: session id length, session id, cipher suite.
+    let mut fields = Reader::new(after_random);
+    let (Some(_), Some(session_id), Some(cipher_suite)) = (
+        fields.u8(),
+        fields.take_array::<32>(),
+        fields.take_array::<2>(),
+    ) else {
+        return Err(VerifyError::NotServerHello);
+    };
     Ok(Some(ServerHelloInfo {
-        consumed: total,
+        consumed: input.used(),
         session_id,
-        cipher_suite: [r[76], r[77]],
+        cipher_suite,
         app_data_len,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{build_server_hello_from_parts, ServerHelloParts};
+    use super::*;
+
+    fn response(app_len: usize) -> Vec<u8> {
+        let parts = ServerHelloParts {
+            key_share_scalar: [5; 32],
+            app_data: vec![0xaa; app_len],
+        };
+        build_server_hello_from_parts(&[1; 32], &[2; 32], 0x03, &[3; 16], false, &parts)
+    }
+
+    #[test]
+    fn server_hello_is_verified_whole_and_reports_its_fields() {
+        let r = response(40);
+        let info = verify_server_hello(&r, &[1; 32], &[3; 16])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            info,
+            ServerHelloInfo {
+                consumed: r.len(),
+                session_id: [2; 32],
+                cipher_suite: [0x13, 0x03],
+                app_data_len: 40,
+            }
+        );
+        let mut more = r.clone();
+        more.extend_from_slice(&[0x17, 3, 3, 0, 1, 0]);
+        assert_eq!(
+            verify_server_hello(&more, &[1; 32], &[3; 16]),
+            Ok(Some(info))
+        );
+        for cut in [0, 4, 5, 6, 137, r.len() - 1] {
+            assert_eq!(
+                verify_server_hello(&r[..cut], &[1; 32], &[3; 16]),
+                Ok(None),
+                "{cut}"
+            );
+        }
+        assert_eq!(
+            verify_server_hello(&r, &[0; 32], &[3; 16]),
+            Err(VerifyError::BadHmac)
+        );
+    }
+
+    #[test]
+    fn a_wrong_handshake_type_is_refused_before_the_record_is_complete() {
+        let mut r = response(40);
+        r[5] = 0x01;
+        for cut in [6, 100, r.len()] {
+            assert_eq!(
+                verify_server_hello(&r[..cut], &[1; 32], &[3; 16]),
+                Err(VerifyError::NotServerHello),
+                "{cut}"
+            );
+        }
+        let mut r = response(40);
+        r[4] = 72;
+        assert_eq!(
+            verify_server_hello(&r[..5], &[1; 32], &[3; 16]),
+            Err(VerifyError::NotServerHello),
+            "a ServerHello too short for its fields"
+        );
+        let mut r = response(40);
+        r[127] = 0x15;
+        assert_eq!(
+            verify_server_hello(&r, &[1; 32], &[3; 16]),
+            Err(VerifyError::BadChangeCipherSpec)
+        );
+        let mut r = response(40);
+        r[133] = 0x16;
+        assert_eq!(
+            verify_server_hello(&r, &[1; 32], &[3; 16]),
+            Err(VerifyError::BadAppData)
+        );
+    }
 }

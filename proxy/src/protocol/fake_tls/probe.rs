@@ -5,7 +5,8 @@ use rand::RngCore;
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use super::server_hello::DomainProfile;
-use super::{be16, put16, CHANGE_CIPHER_SPEC};
+use super::{put16, CHANGE_CIPHER_SPEC};
+use crate::protocol::codec::Reader;
 
 /// How many parallel probe connections C opens per domain (all must succeed).
 pub const PROBE_CONNECTIONS: usize = 20;
@@ -180,87 +181,94 @@ pub fn parse_probe_response(
     request_session_id: &[u8; 32],
 ) -> Result<Option<ProbeFacts>, ProbeError> {
     use ProbeError::BadResponse as Bad;
-    let Some(header) = response.get(..5) else {
+    // A fixed-offset field of a ServerHello already known to be long enough.
+    const TOO_SHORT: ProbeError = Bad("Too short");
+    let mut input = Reader::new(response);
+    let (Some(record_header), Some(hello_len)) = (input.take_array::<3>(), input.u16_be()) else {
         return Ok(None);
     };
-    if header[..3] != [0x16, 0x03, 0x03] {
+    if record_header != [0x16, 0x03, 0x03] {
         return Err(Bad("Non-TLS response or TLS <= 1.1"));
     }
-    let hello_len = usize::from(header[3]) << 8 | usize::from(header[4]);
-    let ccs_pos = 5 + hello_len;
-    let Some(tail) = response.get(ccs_pos..ccs_pos + 11) else {
+    let hello_len = usize::from(hello_len);
+    let (Some(hello), Some(ccs), Some(app_header), Some(app_len)) = (
+        input.take(hello_len),
+        input.take_array::<6>(),
+        input.take_array::<3>(),
+        input.u16_be(),
+    ) else {
         return Ok(None);
     };
-    if tail[..6] != CHANGE_CIPHER_SPEC || tail[6..9] != [0x17, 0x03, 0x03] {
+    if ccs != CHANGE_CIPHER_SPEC || app_header != [0x17, 0x03, 0x03] {
         return Err(Bad("Expected dummy ChangeCipherSpec"));
     }
-    let app_len = usize::from(tail[9]) << 8 | usize::from(tail[10]);
-    let total = ccs_pos + 11 + app_len;
-    let Some(r) = response.get(..total) else {
+    if input.skip(usize::from(app_len)).is_none() {
         return Ok(None);
-    };
+    }
 
+    // The ServerHello handshake message (the record's body, `hello_len` bytes).
     if hello_len <= 39 {
         return Err(Bad("Receive too short ServerHello"));
     }
-    if r[5..7] != [0x02, 0x00] {
+    let mut h = Reader::new(hello);
+    // Type 2 and the high byte of its 24-bit length.
+    if h.take_array::<2>().ok_or(TOO_SHORT)? != [0x02, 0x00] {
         return Err(Bad("Non-TLS response 2"));
     }
-    if r[9..11] != [0x03, 0x03] {
+    h.skip(2).ok_or(TOO_SHORT)?;
+    if h.take_array::<2>().ok_or(TOO_SHORT)? != [0x03, 0x03] {
         return Err(Bad("Non-TLS response 3"));
     }
-    if r[11..43] == HELLO_RETRY_RANDOM {
+    if h.take_array::<32>().ok_or(TOO_SHORT)? == HELLO_RETRY_RANDOM {
         return Err(Bad(
             "TLS 1.3 servers returning HelloRetryRequest are not supprted",
         ));
     }
-    if r[43] == 0 {
-        return Err(Bad("TLS <= 1.2: empty session_id"));
-    }
-    if r[43] != 0x20 {
-        return Err(Bad("Non-TLS response 4"));
+    match h.u8().ok_or(TOO_SHORT)? {
+        0 => return Err(Bad("TLS <= 1.2: empty session_id")),
+        0x20 => {}
+        _ => return Err(Bad("Non-TLS response 4")),
     }
     if hello_len <= 75 {
         return Err(Bad("Receive too short server hello 2"));
     }
-    if r[44..76] != request_session_id[..] {
+    if h.take(32).ok_or(TOO_SHORT)? != request_session_id {
         return Err(Bad("TLS <= 1.2: expected mirrored session_id"));
     }
-    if r[76..79] != [0x13, 0x01, 0x00] {
+    // Cipher suite TLS_AES_128_GCM_SHA256, no compression.
+    if h.take_array::<3>().ok_or(TOO_SHORT)? != [0x13, 0x01, 0x00] {
         return Err(Bad("TLS <= 1.2: expected x25519 as a chosen cipher"));
     }
-    let ext_total = be16(r, 79).ok_or(Bad("Too short"))?;
-    if ext_total + 76 != hello_len {
+    let ext_total = h.u16_be().ok_or(TOO_SHORT)?;
+    if usize::from(ext_total) + 76 != hello_len {
         return Err(Bad("Receive wrong extensions length"));
     }
-    let end = 5 + hello_len;
-    let mut pos = 81;
+    // The extensions: the rest of the hello, exactly `ext_total` bytes.
+    let mut exts = Reader::new(h.rest());
     let mut sum = 0usize;
     let mut reversed = false;
-    while pos + 4 < end {
-        let id = be16(r, pos).ok_or(Bad("Too short"))?;
-        pos += 2;
+    while exts.left() > 4 {
+        let id = exts.u16_be().ok_or(TOO_SHORT)?;
         if id != 0x33 && id != 0x2b {
             return Err(Bad("Receive unexpected extension"));
         }
-        if pos == 83 {
+        if exts.used() == 2 {
             reversed = id == 0x2b;
         }
-        sum += id;
-        let len = be16(r, pos).ok_or(Bad("Too short"))?;
-        pos += 2;
-        if pos + len > end {
+        sum += usize::from(id);
+        let len = usize::from(exts.u16_be().ok_or(TOO_SHORT)?);
+        if len > exts.left() {
             return Err(Bad("Receive wrong extension length"));
         }
         if len != if id == 0x33 { 36 } else { 2 } {
             return Err(Bad("Unexpected extension length"));
         }
-        pos += len;
+        exts.skip(len).ok_or(TOO_SHORT)?;
     }
     if sum != 0x33 + 0x2b {
         return Err(Bad("Receive duplicate extensions"));
     }
-    if pos != end {
+    if exts.any_left() {
         return Err(Bad("Receive wrong extensions list"));
     }
     if app_len == 0 {
@@ -268,8 +276,8 @@ pub fn parse_probe_response(
     }
     Ok(Some(ProbeFacts {
         reversed_extension_order: reversed,
-        encrypted_size: u16::try_from(app_len).unwrap_or(u16::MAX),
-        consumed: total,
+        encrypted_size: app_len,
+        consumed: input.used(),
     }))
 }
 
@@ -313,7 +321,9 @@ mod tests {
         let h = probe_client_hello(&mut rng, "example.com").unwrap();
         assert_eq!(h.len(), PROBE_HELLO_LEN);
         assert_eq!(&h[..11], &[0x16, 3, 1, 2, 0, 1, 0, 1, 0xfc, 3, 3]);
-        assert_eq!(be16(&h, 114), Some(401), "extensions length");
+        let mut r = Reader::new(&h);
+        r.skip(114).unwrap();
+        assert_eq!(r.u16_be(), Some(401), "extensions length");
         let domains = vec!["example.com".to_string()];
         assert_eq!(super::super::sni_domain(&h, &domains), Some(0));
         assert_eq!(
@@ -348,5 +358,90 @@ mod tests {
             "105.5 rounds up"
         );
         assert_eq!(aggregate_probe_results(&[]), None);
+    }
+
+    /// The proxy's own answer, which has the probed layout when the cipher suite is 0x01.
+    fn server_response(reversed: bool, app_len: usize) -> Vec<u8> {
+        let parts = super::super::ServerHelloParts {
+            key_share_scalar: [5; 32],
+            app_data: vec![0xaa; app_len],
+        };
+        super::super::build_server_hello_from_parts(
+            &[1; 32], &[2; 32], 0x01, &[3; 16], reversed, &parts,
+        )
+    }
+
+    /// Grows (or shrinks) the extension block by `delta` bytes at its end, fixing the
+    /// record length and the extensions length.
+    fn resize_extensions(r: &mut Vec<u8>, delta: i32) {
+        let fix = |r: &mut Vec<u8>, at: usize| {
+            let v = i32::from(u16::from_be_bytes([r[at], r[at + 1]])) + delta;
+            r[at..at + 2].copy_from_slice(&u16::try_from(v).unwrap().to_be_bytes());
+        };
+        let n = delta.unsigned_abs() as usize;
+        if delta >= 0 {
+            r.splice(127..127, vec![0; n]);
+        } else {
+            r.drain(127 - n..127);
+        }
+        fix(r, 3);
+        fix(r, 79);
+    }
+
+    #[test]
+    fn probe_response_checks_follow_c() {
+        let sid = [2u8; 32];
+        for reversed in [false, true] {
+            let r = server_response(reversed, 300);
+            let facts = parse_probe_response(&r, &sid).unwrap().unwrap();
+            assert_eq!(
+                facts,
+                ProbeFacts {
+                    reversed_extension_order: reversed,
+                    encrypted_size: 300,
+                    consumed: r.len(),
+                }
+            );
+            let mut more = r.clone();
+            more.extend_from_slice(&[0x17, 3, 3]);
+            assert_eq!(parse_probe_response(&more, &sid), Ok(Some(facts)));
+            for cut in [0, 4, 5, 126, 137, r.len() - 1] {
+                assert_eq!(parse_probe_response(&r[..cut], &sid), Ok(None), "{cut}");
+            }
+        }
+        let bad = |r: &[u8]| match parse_probe_response(r, &sid) {
+            Err(ProbeError::BadResponse(why)) => why,
+            other => panic!("expected a rejection, got {other:?}"),
+        };
+        assert_eq!(
+            bad(&server_response(false, 0)),
+            "Receive empty encrypted application data"
+        );
+        let mut r = server_response(false, 1);
+        r[43] = 0;
+        assert_eq!(bad(&r), "TLS <= 1.2: empty session_id");
+        let r = server_response(false, 1);
+        assert_eq!(
+            parse_probe_response(&r, &[0; 32]),
+            Err(ProbeError::BadResponse(
+                "TLS <= 1.2: expected mirrored session_id"
+            ))
+        );
+        // Only key_share: supported_versions is missing.
+        let mut r = server_response(false, 1);
+        resize_extensions(&mut r, -6);
+        assert_eq!(bad(&r), "Receive duplicate extensions");
+        // Three stray bytes after both extensions.
+        let mut r = server_response(false, 1);
+        resize_extensions(&mut r, 3);
+        assert_eq!(bad(&r), "Receive wrong extensions list");
+        // key_share cut short: its length runs past the extensions.
+        let mut r = server_response(true, 1);
+        resize_extensions(&mut r, -2);
+        assert_eq!(bad(&r), "Receive wrong extension length");
+        // Extensions length disagreeing with the record length.
+        let mut r = server_response(false, 1);
+        r[80] += 1;
+        assert_eq!(bad(&r), "Receive wrong extensions length");
     }
 }

@@ -13,6 +13,7 @@
 
 use bytes::{Buf, BufMut, BytesMut};
 
+use crate::protocol::codec::Reader;
 use crate::protocol::crypto;
 
 /// The `total_len` of a padding word (`04 00 00 00`).
@@ -155,10 +156,10 @@ impl FrameDecoder {
     /// decoder must not be used afterwards.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
         loop {
-            let Some(len_bytes) = buf.get(..4) else {
+            let mut r = Reader::new(buf);
+            let Some(len) = r.i32_le() else {
                 return Ok(None);
             };
-            let len = i32::from_le_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
             if len <= 0 || len % 4 != 0 {
                 return Err(FrameError::BadLength(len));
             }
@@ -177,16 +178,19 @@ impl FrameDecoder {
                     max: self.max_len,
                 });
             }
-            if buf.len() < ulen {
+            // Seq, payload and crc follow the length; all of them are there exactly when
+            // `ulen` bytes are buffered (`ulen >= 16`).
+            let (Some(seq), Some(())) = (r.i32_le(), r.skip(ulen - FRAME_OVERHEAD)) else {
                 return Ok(None);
-            }
-            let body_end = ulen - 4;
-            let computed = self.crc.checksum(buf.get(..body_end).unwrap_or_default());
-            let received = read_u32(buf, body_end);
+            };
+            let checked = r.consumed();
+            let Some(received) = r.u32_le() else {
+                return Ok(None);
+            };
+            let computed = self.crc.checksum(checked);
             if computed != received {
                 return Err(FrameError::CrcMismatch { computed, received });
             }
-            let seq = read_u32(buf, 4) as i32;
             if seq != self.next_seq {
                 return Err(FrameError::SeqMismatch {
                     got: seq,
@@ -202,14 +206,6 @@ impl FrameDecoder {
                 payload: frame,
             }));
         }
-    }
-}
-
-/// Reads a little-endian u32 at `at`, or 0 when out of range (callers check lengths first).
-fn read_u32(buf: &[u8], at: usize) -> u32 {
-    match buf.get(at..at.saturating_add(4)) {
-        Some(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-        None => 0,
     }
 }
 
@@ -395,5 +391,30 @@ mod tests {
             prop_assert_eq!(got, want);
             prop_assert!(buf.is_empty());
         }
+    }
+
+    #[test]
+    fn waits_for_every_byte_of_the_frame_and_consumes_nothing_meanwhile() {
+        let whole = frame(0, &[1, 2, 3, 4], CrcMode::Crc32);
+        let mut d = FrameDecoder::new(CrcMode::Crc32, 0, usize::MAX);
+        for cut in [0, 3, 4, 8, 12, whole.len() - 1] {
+            let mut b = BytesMut::from(&whole[..cut]);
+            assert_eq!(d.decode(&mut b), Ok(None), "{cut} bytes");
+            assert_eq!(b.len(), cut, "nothing consumed at {cut} bytes");
+        }
+        assert_eq!(d.next_seq(), 0);
+        let mut b = whole.clone();
+        b.extend_from_slice(&PADDING_WORD);
+        let f = d.decode(&mut b).unwrap().unwrap();
+        assert_eq!((f.seq, &f.payload[..]), (0, &[1u8, 2, 3, 4][..]));
+        assert_eq!(&b[..], &PADDING_WORD, "only the frame was consumed");
+        // A corrupted crc byte is a mismatch carrying both values.
+        let mut bad = frame(1, &[9; 8], CrcMode::Crc32);
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        let Err(FrameError::CrcMismatch { computed, received }) = d.decode(&mut bad) else {
+            panic!("expected a crc mismatch");
+        };
+        assert_eq!(computed ^ received, 0xff00_0000);
     }
 }

@@ -15,6 +15,8 @@
 
 use bytes::{BufMut, BytesMut};
 
+use crate::protocol::codec::Reader;
+
 /// RPC_NONCE.
 pub const RPC_NONCE: u32 = 0x7acb_87aa;
 /// RPC_HANDSHAKE.
@@ -73,14 +75,19 @@ impl ProcessId {
         b
     }
 
-    /// Parses 12 wire bytes (`None` when `b` is shorter).
+    /// Parses 12 wire bytes (`None` when `b` is shorter; bytes after the 12 are ignored).
     pub fn from_bytes(b: &[u8]) -> Option<Self> {
-        let b = b.get(..12)?;
+        Self::read(&mut Reader::new(b))
+    }
+
+    /// Reads the 12 wire bytes from `r` (`None`, nothing consumed, when fewer are left).
+    pub fn read(r: &mut Reader<'_>) -> Option<Self> {
+        let mut pid = r.sub(Self::LEN)?;
         Some(Self {
-            ip: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            port: i16::from_le_bytes([b[4], b[5]]),
-            pid: u16::from_le_bytes([b[6], b[7]]),
-            utime: i32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+            ip: pid.u32_le()?,
+            port: pid.i16_le()?,
+            pid: pid.u16_le()?,
+            utime: pid.i32_le()?,
         })
     }
 
@@ -179,15 +186,14 @@ pub enum HandshakeParseError {
     BadExtraKeys(i32),
 }
 
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    match b.get(at..at.saturating_add(4)) {
-        Some(w) => u32::from_le_bytes([w[0], w[1], w[2], w[3]]),
-        None => 0,
+/// Reads the op word of a `len`-byte payload, which must be `expected`. A payload shorter
+/// than the op word has a bad size.
+fn read_op(r: &mut Reader<'_>, expected: u32, len: usize) -> Result<(), HandshakeParseError> {
+    match r.u32_le() {
+        None => Err(HandshakeParseError::BadSize { op: expected, len }),
+        Some(got) if got != expected => Err(HandshakeParseError::WrongOp { expected, got }),
+        Some(_) => Ok(()),
     }
-}
-
-fn op_of(b: &[u8]) -> u32 {
-    le_u32(b, 0)
 }
 
 impl Nonce {
@@ -238,40 +244,35 @@ impl Nonce {
     /// [`HandshakeParseError`].
     pub fn decode(b: &[u8]) -> Result<Self, HandshakeParseError> {
         let len = b.len();
-        let op = op_of(b);
-        if len >= 4 && op != RPC_NONCE {
-            return Err(HandshakeParseError::WrongOp {
-                expected: RPC_NONCE,
-                got: op,
-            });
-        }
+        let mut r = Reader::new(b);
+        read_op(&mut r, RPC_NONCE, len)?;
+        let bad = || HandshakeParseError::BadSize { op: RPC_NONCE, len };
         if !(NONCE_LEN..=NONCE_MAX_LEN).contains(&len) {
-            return Err(HandshakeParseError::BadSize { op: RPC_NONCE, len });
+            return Err(bad());
         }
-        let key_select = le_u32(b, 4) as i32;
-        let schema_no = le_u32(b, 8) as i32;
-        let crypto_ts = le_u32(b, 12) as i32;
-        let mut nonce = [0u8; 16];
-        nonce.copy_from_slice(b.get(16..32).unwrap_or(&[0; 16]));
-        let bad = HandshakeParseError::BadSize { op: RPC_NONCE, len };
-        let extra = |base: usize| -> Result<Vec<i32>, HandshakeParseError> {
-            if len < base + 4 {
-                return Err(bad.clone());
+        let key_select = r.i32_le().ok_or_else(bad)?;
+        let schema_no = r.i32_le().ok_or_else(bad)?;
+        let crypto_ts = r.i32_le().ok_or_else(bad)?;
+        let nonce = r.take_array::<16>().ok_or_else(bad)?;
+        // `extra_keys_count` and the keys, followed by exactly `tail` more bytes.
+        let extra = |r: &mut Reader<'_>, tail: usize| -> Result<Vec<i32>, HandshakeParseError> {
+            if r.left() < 4 + tail {
+                return Err(bad());
             }
-            let count = le_u32(b, 32) as i32;
+            let count = r.i32_le().ok_or_else(bad)?;
             if !(0..=RPC_MAX_EXTRA_KEYS as i32).contains(&count) {
                 return Err(HandshakeParseError::BadExtraKeys(count));
             }
             let count = count as usize;
-            if len != base + 4 + 4 * count {
-                return Err(bad.clone());
+            if r.left() != 4 * count + tail {
+                return Err(bad());
             }
-            Ok((0..count).map(|i| le_u32(b, 36 + 4 * i) as i32).collect())
+            (0..count).map(|_| r.i32_le().ok_or_else(bad)).collect()
         };
         let schema = match schema_no {
             RPC_CRYPTO_NONE | RPC_CRYPTO_AES => {
-                if len != NONCE_LEN {
-                    return Err(bad);
+                if r.any_left() {
+                    return Err(bad());
                 }
                 if schema_no == RPC_CRYPTO_NONE {
                     NonceSchema::None
@@ -280,19 +281,13 @@ impl Nonce {
                 }
             }
             RPC_CRYPTO_AES_EXT => NonceSchema::AesExt {
-                extra_key_select: extra(32)?,
+                extra_key_select: extra(&mut r, 0)?,
             },
-            RPC_CRYPTO_AES_DH => {
-                let keys = extra(32 + 260)?;
-                let at = 36 + 4 * keys.len();
-                let mut g_a = Box::new([0u8; 256]);
-                g_a.copy_from_slice(b.get(at + 4..at + 260).unwrap_or(&[0; 256]));
-                NonceSchema::AesDh {
-                    extra_key_select: keys,
-                    dh_params_select: le_u32(b, at),
-                    g_a,
-                }
-            }
+            RPC_CRYPTO_AES_DH => NonceSchema::AesDh {
+                extra_key_select: extra(&mut r, 4 + 256)?,
+                dh_params_select: r.u32_le().ok_or_else(bad)?,
+                g_a: Box::new(r.take_array::<256>().ok_or_else(bad)?),
+            },
             other => return Err(HandshakeParseError::UnknownSchema(other)),
         };
         Ok(Nonce {
@@ -329,23 +324,18 @@ impl Handshake {
     /// # Errors
     /// [`HandshakeParseError`] for another op or size.
     pub fn decode(b: &[u8]) -> Result<Self, HandshakeParseError> {
-        let op = op_of(b);
-        if b.len() >= 4 && op != RPC_HANDSHAKE {
-            return Err(HandshakeParseError::WrongOp {
-                expected: RPC_HANDSHAKE,
-                got: op,
-            });
-        }
-        if b.len() != HANDSHAKE_LEN {
-            return Err(HandshakeParseError::BadSize {
-                op: RPC_HANDSHAKE,
-                len: b.len(),
-            });
-        }
-        Ok(Self {
-            flags: le_u32(b, 4),
-            sender_pid: ProcessId::from_bytes(b.get(8..20).unwrap_or_default()).unwrap_or_default(),
-            peer_pid: ProcessId::from_bytes(b.get(20..32).unwrap_or_default()).unwrap_or_default(),
+        let mut r = Reader::new(b);
+        read_op(&mut r, RPC_HANDSHAKE, b.len())?;
+        r.complete(|r| {
+            Some(Self {
+                flags: r.u32_le()?,
+                sender_pid: ProcessId::read(r)?,
+                peer_pid: ProcessId::read(r)?,
+            })
+        })
+        .ok_or(HandshakeParseError::BadSize {
+            op: RPC_HANDSHAKE,
+            len: b.len(),
         })
     }
 }
@@ -372,22 +362,17 @@ impl HandshakeError {
     /// # Errors
     /// [`HandshakeParseError`] for another op or size.
     pub fn decode(b: &[u8]) -> Result<Self, HandshakeParseError> {
-        let op = op_of(b);
-        if b.len() >= 4 && op != RPC_HANDSHAKE_ERROR {
-            return Err(HandshakeParseError::WrongOp {
-                expected: RPC_HANDSHAKE_ERROR,
-                got: op,
-            });
-        }
-        if b.len() != HANDSHAKE_ERROR_LEN {
-            return Err(HandshakeParseError::BadSize {
-                op: RPC_HANDSHAKE_ERROR,
-                len: b.len(),
-            });
-        }
-        Ok(Self {
-            error_code: le_u32(b, 4) as i32,
-            sender_pid: ProcessId::from_bytes(b.get(8..20).unwrap_or_default()).unwrap_or_default(),
+        let mut r = Reader::new(b);
+        read_op(&mut r, RPC_HANDSHAKE_ERROR, b.len())?;
+        r.complete(|r| {
+            Some(Self {
+                error_code: r.i32_le()?,
+                sender_pid: ProcessId::read(r)?,
+            })
+        })
+        .ok_or(HandshakeParseError::BadSize {
+            op: RPC_HANDSHAKE_ERROR,
+            len: b.len(),
         })
     }
 }
@@ -742,5 +727,120 @@ mod tests {
             port: 5,
             ..Default::default()
         }));
+    }
+
+    #[test]
+    fn decoders_report_op_before_size_and_reject_trailing_bytes() {
+        use HandshakeParseError::{BadSize, WrongOp};
+        // Shorter than the op word: a size error, whatever the bytes.
+        assert_eq!(
+            Nonce::decode(&[0xaa, 0x87]),
+            Err(BadSize {
+                op: RPC_NONCE,
+                len: 2
+            })
+        );
+        assert_eq!(
+            Handshake::decode(&[]),
+            Err(BadSize {
+                op: RPC_HANDSHAKE,
+                len: 0
+            })
+        );
+        // A wrong op is reported before a wrong size.
+        assert_eq!(
+            HandshakeError::decode(&RPC_NONCE.to_le_bytes()),
+            Err(WrongOp {
+                expected: RPC_HANDSHAKE_ERROR,
+                got: RPC_NONCE
+            })
+        );
+        let mut hs = BytesMut::new();
+        Handshake {
+            flags: 0,
+            sender_pid: ProcessId::default(),
+            peer_pid: ProcessId::default(),
+        }
+        .encode(&mut hs);
+        hs.put_u32_le(0);
+        assert_eq!(
+            Handshake::decode(&hs),
+            Err(BadSize {
+                op: RPC_HANDSHAKE,
+                len: 36
+            })
+        );
+        let mut err = BytesMut::new();
+        HandshakeError {
+            error_code: -4,
+            sender_pid: ProcessId::default(),
+        }
+        .encode(&mut err);
+        assert_eq!(HandshakeError::decode(&err).unwrap().error_code, -4);
+        assert!(HandshakeError::decode(&err[..19]).is_err());
+    }
+
+    #[test]
+    fn extra_key_count_is_checked_after_the_minimum_size() {
+        let ext = nonce(NonceSchema::AesExt {
+            extra_key_select: vec![],
+        });
+        // Schema 3 with a bad count, too short for the DH tail: the size is reported.
+        let mut b = encode_nonce(&ext).to_vec();
+        b[8..12].copy_from_slice(&RPC_CRYPTO_AES_DH.to_le_bytes());
+        b[32..36].copy_from_slice(&9i32.to_le_bytes());
+        assert_eq!(
+            Nonce::decode(&b),
+            Err(HandshakeParseError::BadSize {
+                op: RPC_NONCE,
+                len: 36
+            })
+        );
+        // Long enough for the tail: the count is reported.
+        b.resize(296, 0);
+        assert_eq!(Nonce::decode(&b), Err(HandshakeParseError::BadExtraKeys(9)));
+        b[32..36].copy_from_slice(&(-1i32).to_le_bytes());
+        assert_eq!(
+            Nonce::decode(&b),
+            Err(HandshakeParseError::BadExtraKeys(-1))
+        );
+        // Schema 2 announcing two keys but carrying one.
+        let mut b = encode_nonce(&ext).to_vec();
+        b[32..36].copy_from_slice(&2i32.to_le_bytes());
+        b.extend_from_slice(&7i32.to_le_bytes());
+        assert_eq!(
+            Nonce::decode(&b),
+            Err(HandshakeParseError::BadSize {
+                op: RPC_NONCE,
+                len: 40
+            })
+        );
+        // Schemas 0 and 1 are exactly 32 bytes.
+        let mut b = encode_nonce(&nonce(NonceSchema::Aes)).to_vec();
+        b.extend_from_slice(&[0; 4]);
+        assert_eq!(
+            Nonce::decode(&b),
+            Err(HandshakeParseError::BadSize {
+                op: RPC_NONCE,
+                len: 36
+            })
+        );
+    }
+
+    #[test]
+    fn pid_reads_twelve_bytes_or_nothing() {
+        let b: Vec<u8> = (1..=13).collect();
+        let mut r = Reader::new(&b[..11]);
+        assert_eq!(ProcessId::read(&mut r), None);
+        assert_eq!(r.used(), 0, "a short pid consumes nothing");
+        let mut r = Reader::new(&b);
+        let p = ProcessId::read(&mut r).unwrap();
+        assert_eq!(r.rest(), &[13]);
+        assert_eq!(
+            ProcessId::from_bytes(&b),
+            Some(p),
+            "trailing bytes are ignored"
+        );
+        assert_eq!(p.to_bytes()[..], b[..12]);
     }
 }

@@ -8,7 +8,9 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{BufMut, Bytes};
+
+use crate::protocol::codec::Reader;
 
 use super::handshake::{
     Handshake, HandshakeError, HandshakeParseError, Nonce, RPC_HANDSHAKE, RPC_HANDSHAKE_ERROR,
@@ -118,16 +120,17 @@ impl ProxyReqExtra {
         if b.is_empty() {
             return ProxyReqExtra::None;
         }
-        if b.len() == PROXY_TAG_EXTRA_LEN
-            && b.get(..4) == Some(&TL_PROXY_TAG.to_le_bytes()[..])
-            && b.get(4) == Some(&16)
-            && b.get(21..24) == Some(&[0u8, 0, 0][..])
-        {
-            let mut tag = [0u8; 16];
-            tag.copy_from_slice(b.get(5..21).unwrap_or(&[0; 16]));
-            return ProxyReqExtra::ProxyTag(tag);
+        let tag = Reader::new(&b).complete(|r| {
+            if r.u32_le()? != TL_PROXY_TAG || r.u8()? != 16 {
+                return None;
+            }
+            let tag = r.take_array::<16>()?;
+            (r.take_array::<3>()? == [0; 3]).then_some(tag)
+        });
+        match tag {
+            Some(tag) => ProxyReqExtra::ProxyTag(tag),
+            None => ProxyReqExtra::Raw(b),
         }
-        ProxyReqExtra::Raw(b)
     }
 }
 
@@ -398,99 +401,74 @@ impl RpcMessage {
     /// malformed PROXY_REQ / nonce / handshake.
     pub fn decode(payload: Bytes) -> Result<Self, MessageError> {
         let len = payload.len();
-        let Some(op_bytes) = payload.get(..4) else {
+        let mut r = Reader::new(&payload);
+        let Some(op) = r.u32_le() else {
             return Err(MessageError::NoOp(len));
         };
-        let op = u32::from_le_bytes([op_bytes[0], op_bytes[1], op_bytes[2], op_bytes[3]]);
         let bad = || MessageError::BadSize { op, len };
-        let mut r = payload.clone();
-        r.advance(4);
-        let exact = |n: usize| if len == n { Ok(()) } else { Err(bad()) };
         Ok(match op {
             RPC_NONCE => RpcMessage::Nonce(Nonce::decode(&payload)?),
             RPC_HANDSHAKE => RpcMessage::Handshake(Handshake::decode(&payload)?),
             RPC_HANDSHAKE_ERROR => RpcMessage::HandshakeError(HandshakeError::decode(&payload)?),
             RPC_PROXY_ANS => {
-                if len < 16 {
-                    return Err(bad());
-                }
-                let flags = r.get_u32_le();
-                let conn_id = r.get_i64_le();
+                // At least 16 bytes: op, flags, conn_id, then any data.
+                let flags = r.u32_le().ok_or_else(bad)?;
+                let conn_id = r.i64_le().ok_or_else(bad)?;
                 RpcMessage::ProxyAns {
                     flags,
                     conn_id,
-                    data: r,
+                    data: payload.slice(r.used()..),
                 }
             }
+            // The fixed-size messages: exactly 16 or 12 bytes.
             RPC_SIMPLE_ACK => {
-                exact(16)?;
-                RpcMessage::SimpleAck {
-                    conn_id: r.get_i64_le(),
-                    confirm: r.get_u32_le(),
-                }
+                let (conn_id, confirm) = r
+                    .complete(|r| Some((r.i64_le()?, r.u32_le()?)))
+                    .ok_or_else(bad)?;
+                RpcMessage::SimpleAck { conn_id, confirm }
             }
-            RPC_CLOSE_EXT => {
-                exact(12)?;
-                RpcMessage::CloseExt {
-                    conn_id: r.get_i64_le(),
-                }
-            }
-            RPC_CLOSE_CONN => {
-                exact(12)?;
-                RpcMessage::CloseConn {
-                    conn_id: r.get_i64_le(),
-                }
-            }
-            RPC_PING => {
-                exact(12)?;
-                RpcMessage::Ping {
-                    ping_id: r.get_i64_le(),
-                }
-            }
-            RPC_PONG => {
-                exact(12)?;
-                RpcMessage::Pong {
-                    ping_id: r.get_i64_le(),
-                }
-            }
-            RPC_PROXY_REQ => RpcMessage::ProxyReq(decode_proxy_req(r, len)?),
-            _ => RpcMessage::Unknown { op, body: r },
+            RPC_CLOSE_EXT => RpcMessage::CloseExt {
+                conn_id: r.complete(Reader::i64_le).ok_or_else(bad)?,
+            },
+            RPC_CLOSE_CONN => RpcMessage::CloseConn {
+                conn_id: r.complete(Reader::i64_le).ok_or_else(bad)?,
+            },
+            RPC_PING => RpcMessage::Ping {
+                ping_id: r.complete(Reader::i64_le).ok_or_else(bad)?,
+            },
+            RPC_PONG => RpcMessage::Pong {
+                ping_id: r.complete(Reader::i64_le).ok_or_else(bad)?,
+            },
+            RPC_PROXY_REQ => RpcMessage::ProxyReq(decode_proxy_req(&payload, r)?),
+            _ => RpcMessage::Unknown {
+                op,
+                body: payload.slice(r.used()..),
+            },
         })
     }
 }
 
-fn ipv6_from(r: &mut Bytes) -> Ipv6Addr {
-    let mut o = [0u8; 16];
-    r.copy_to_slice(&mut o);
-    Ipv6Addr::from(o)
-}
-
-/// Decodes PROXY_REQ after its op (`r`), `len` being the whole payload length.
-fn decode_proxy_req(mut r: Bytes, len: usize) -> Result<ProxyReq, MessageError> {
-    if len < PROXY_REQ_FIXED_LEN {
-        return Err(MessageError::BadSize {
-            op: RPC_PROXY_REQ,
-            len,
-        });
-    }
-    let flags = r.get_u32_le();
-    let ext_conn_id = r.get_i64_le();
-    let client_ip = ipv6_from(&mut r);
-    let client_port = r.get_u32_le();
-    let proxy_ip = ipv6_from(&mut r);
-    let proxy_port = r.get_u32_le();
+/// Decodes PROXY_REQ from `payload`, `r` being a reader over it just after the op.
+fn decode_proxy_req(payload: &Bytes, mut r: Reader<'_>) -> Result<ProxyReq, MessageError> {
+    let len = payload.len();
+    // Any read of the 56-byte fixed part or of `extra_size` that does not fit.
+    let short = || MessageError::BadSize {
+        op: RPC_PROXY_REQ,
+        len,
+    };
+    let flags = r.u32_le().ok_or_else(short)?;
+    let ext_conn_id = r.i64_le().ok_or_else(short)?;
+    let client_ip = Ipv6Addr::from(r.take_array::<16>().ok_or_else(short)?);
+    let client_port = r.u32_le().ok_or_else(short)?;
+    let proxy_ip = Ipv6Addr::from(r.take_array::<16>().ok_or_else(short)?);
+    let proxy_port = r.u32_le().ok_or_else(short)?;
     let extra = if flags & flags::HAS_EXTRA != 0 {
-        if r.len() < 4 {
-            return Err(MessageError::BadSize {
-                op: RPC_PROXY_REQ,
-                len,
-            });
-        }
-        let extra_size = r.get_u32_le();
-        if extra_size as usize > r.len() {
+        let extra_size = r.u32_le().ok_or_else(short)?;
+        let start = r.used();
+        if r.skip(extra_size as usize).is_none() {
             return Err(MessageError::BadExtraSize { extra_size, len });
         }
-        ProxyReqExtra::parse(r.split_to(extra_size as usize))
+        ProxyReqExtra::parse(payload.slice(start..r.used()))
     } else {
         ProxyReqExtra::None
     };
@@ -504,7 +482,7 @@ fn decode_proxy_req(mut r: Bytes, len: usize) -> Result<ProxyReq, MessageError> 
             proxy_port,
             extra,
         },
-        payload: r,
+        payload: payload.slice(r.used()..),
     })
 }
 
@@ -745,5 +723,92 @@ mod tests {
             }
             let _ = RpcMessage::decode(Bytes::from(d));
         }
+    }
+
+    #[test]
+    fn proxy_req_extra_is_bounded_by_the_payload() {
+        let header = ProxyReqHeader::new(
+            flags::EXT,
+            7,
+            "127.0.0.1:1000".parse().unwrap(),
+            "127.0.0.1:443".parse().unwrap(),
+            Some([3; 16]),
+        );
+        let mut b = bytes::BytesMut::new();
+        header.encode(&mut b);
+        b.extend_from_slice(&[0xee; 8]);
+        let wire = b.to_vec();
+        assert_eq!(wire.len(), 92);
+        let decoded = |w: &[u8]| RpcMessage::decode(Bytes::copy_from_slice(w));
+        let Ok(RpcMessage::ProxyReq(req)) = decoded(&wire) else {
+            panic!("the encoded request decodes");
+        };
+        assert_eq!((&req.header, &req.payload[..]), (&header, &[0xee; 8][..]));
+        // extra_size running past the payload.
+        let mut over = wire.clone();
+        over[56..60].copy_from_slice(&33u32.to_le_bytes());
+        assert_eq!(
+            decoded(&over),
+            Err(MessageError::BadExtraSize {
+                extra_size: 33,
+                len: 92
+            })
+        );
+        // extra_size exactly to the end: a raw extra and an empty packet.
+        over[56..60].copy_from_slice(&32u32.to_le_bytes());
+        let Ok(RpcMessage::ProxyReq(req)) = decoded(&over) else {
+            panic!("extra up to the end decodes");
+        };
+        assert_eq!(req.header.extra.len(), 32);
+        assert!(req.payload.is_empty());
+        // Flagged extra without its size word.
+        assert_eq!(
+            decoded(&wire[..56]),
+            Err(MessageError::BadSize {
+                op: RPC_PROXY_REQ,
+                len: 56
+            })
+        );
+        assert_eq!(
+            decoded(&wire[..55]),
+            Err(MessageError::BadSize {
+                op: RPC_PROXY_REQ,
+                len: 55
+            })
+        );
+        // A tag-shaped extra with a non-zero pad byte stays raw.
+        let mut raw = wire.clone();
+        raw[60 + 23] = 1;
+        let Ok(RpcMessage::ProxyReq(req)) = decoded(&raw) else {
+            panic!("a raw extra decodes");
+        };
+        assert_eq!(
+            req.header.extra,
+            ProxyReqExtra::Raw(Bytes::copy_from_slice(&raw[60..84]))
+        );
+    }
+
+    #[test]
+    fn data_shares_the_payload_and_proxy_ans_may_be_empty() {
+        let mut b = bytes::BytesMut::new();
+        b.put_u32_le(RPC_PROXY_ANS);
+        b.put_u32_le(8);
+        b.put_i64_le(-5);
+        let empty = b.clone().freeze();
+        assert_eq!(
+            RpcMessage::decode(empty),
+            Ok(RpcMessage::ProxyAns {
+                flags: 8,
+                conn_id: -5,
+                data: Bytes::new()
+            })
+        );
+        b.extend_from_slice(b"data");
+        let payload = b.freeze();
+        let Ok(RpcMessage::ProxyAns { data, .. }) = RpcMessage::decode(payload.clone()) else {
+            panic!("PROXY_ANS decodes");
+        };
+        assert_eq!(&data[..], b"data");
+        assert_eq!(data.as_ptr(), payload[16..].as_ptr(), "no copy");
     }
 }
