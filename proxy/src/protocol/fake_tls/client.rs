@@ -4,7 +4,7 @@
 use rand::RngCore;
 
 use super::probe::{chrome_like_hello, x25519_entry};
-use super::{CHANGE_CIPHER_SPEC, RANDOM_LEN, RANDOM_OFFSET};
+use super::wire::{CHANGE_CIPHER_SPEC, RANDOM_LEN, RANDOM_OFFSET};
 use crate::protocol::codec::Reader;
 use crate::protocol::crypto::hmac_sha256;
 
@@ -186,8 +186,10 @@ pub fn verify_server_hello(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{build_server_hello_from_parts, ServerHelloParts};
     use super::*;
+    use crate::protocol::fake_tls::server_hello::{
+        build_server_hello_from_parts, ServerHelloParts,
+    };
 
     fn response(app_len: usize) -> Vec<u8> {
         let parts = ServerHelloParts {

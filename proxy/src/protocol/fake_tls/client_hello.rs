@@ -1,7 +1,7 @@
 //! ClientHello validation on the proxy side (§4.4.1 in the order of §12.1).
 
 use super::replay::ReplayCheck;
-use super::{be16, MAX_CLIENT_HELLO_LEN, RANDOM_LEN, RANDOM_OFFSET};
+use super::wire::{be16, MAX_CLIENT_HELLO_LEN, RANDOM_LEN, RANDOM_OFFSET};
 use crate::protocol::crypto::hmac_sha256;
 
 /// The index of the default domain in the `-D` list: the first one given.

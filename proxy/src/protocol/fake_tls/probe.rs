@@ -5,7 +5,7 @@ use rand::RngCore;
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use super::server_hello::DomainProfile;
-use super::{put16, CHANGE_CIPHER_SPEC};
+use super::wire::{put16, CHANGE_CIPHER_SPEC};
 use crate::protocol::codec::Reader;
 
 /// How many parallel probe connections C opens per domain (all must succeed).
@@ -325,7 +325,10 @@ mod tests {
         r.skip(114).unwrap();
         assert_eq!(r.u16_be(), Some(401), "extensions length");
         let domains = vec!["example.com".to_string()];
-        assert_eq!(super::super::sni_domain(&h, &domains), Some(0));
+        assert_eq!(
+            crate::protocol::fake_tls::client_hello::sni_domain(&h, &domains),
+            Some(0)
+        );
         assert_eq!(
             probe_client_hello(&mut rng, &"x".repeat(300)),
             Err(ProbeError::DomainTooLong)
@@ -362,11 +365,11 @@ mod tests {
 
     /// The proxy's own answer, which has the probed layout when the cipher suite is 0x01.
     fn server_response(reversed: bool, app_len: usize) -> Vec<u8> {
-        let parts = super::super::ServerHelloParts {
+        let parts = crate::protocol::fake_tls::server_hello::ServerHelloParts {
             key_share_scalar: [5; 32],
             app_data: vec![0xaa; app_len],
         };
-        super::super::build_server_hello_from_parts(
+        crate::protocol::fake_tls::server_hello::build_server_hello_from_parts(
             &[1; 32], &[2; 32], 0x01, &[3; 16], reversed, &parts,
         )
     }

@@ -2,7 +2,7 @@
 
 use bytes::{Buf, BufMut, BytesMut};
 
-use super::{APP_DATA_HEADER, CHANGE_CIPHER_SPEC, MAX_SERVER_RECORD_PAYLOAD};
+use super::wire::{APP_DATA_HEADER, CHANGE_CIPHER_SPEC, MAX_SERVER_RECORD_PAYLOAD};
 
 /// The shortest first application-data record: it must hold the 64-byte obfuscated2 header.
 const MIN_FIRST_RECORD: usize = 64;

@@ -4,7 +4,7 @@ use rand::{Rng, RngCore};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use super::client_hello::AcceptedHello;
-use super::{put16, CHANGE_CIPHER_SPEC, RANDOM_LEN, RANDOM_OFFSET};
+use super::wire::{put16, CHANGE_CIPHER_SPEC, RANDOM_LEN, RANDOM_OFFSET};
 use crate::protocol::crypto::hmac_sha256;
 
 /// How the proxy imitates one `-D` domain's ServerHello (learned by the startup probe).
