@@ -15,6 +15,7 @@
 //! * Server role: [`parse_header`] tries each secret in order.
 //! * Client role (the parity harness's simulator): [`ClientHandshake`].
 
+use crate::protocol::codec::Reader;
 use rand::RngCore;
 
 use super::crypto::{sha256, AesCtr};
@@ -112,14 +113,10 @@ pub fn parse_header(
         let mut decrypt = AesCtr::new(&keys.up_key, &keys.up_iv);
         let mut plain = *hdr;
         decrypt.apply(&mut plain);
-        let tag = u32::from_le_bytes([
-            plain[TAG_AT],
-            plain[TAG_AT + 1],
-            plain[TAG_AT + 2],
-            plain[TAG_AT + 3],
-        ]);
+        let mut fields = Reader::new(plain.get(TAG_AT..)?);
+        let tag = fields.u32_le()?;
         let transport = Transport::from_tag(tag).filter(|t| policy.accepts(*t))?;
-        let dc = i16::from_le_bytes([plain[DC_AT], plain[DC_AT + 1]]);
+        let dc = fields.i16_le()?;
         let encrypt = AesCtr::new(&keys.down_key, &keys.down_iv);
         Some((transport, dc, decrypt, encrypt))
     };

@@ -5,6 +5,8 @@
 //! whether to forward it, drop it silently (the client is *not* closed), or treat it as an
 //! `RPC_PING`.
 
+use crate::protocol::codec::Reader;
+
 /// `RPC_PING`: a client payload starting with it is never forwarded.
 pub const RPC_PING: u32 = 0x5730_a2df;
 /// `RPC_PONG`: the first word of the reply to a 12-byte `RPC_PING`.
@@ -87,8 +89,7 @@ pub enum PacketVerdict {
 }
 
 fn u32_at(p: &[u8], at: usize) -> Option<u32> {
-    let b: [u8; 4] = p.get(at..at + 4)?.try_into().ok()?;
-    Some(u32::from_le_bytes(b))
+    Reader::new(p.get(at..)?).u32_le()
 }
 
 /// Classifies one decoded client payload.
@@ -110,9 +111,7 @@ pub fn classify(payload: &[u8]) -> PacketVerdict {
     if len & 3 != 0 {
         return PacketVerdict::Drop(DropReason::NotAligned { len });
     }
-    let mut key = [0u8; 8];
-    key.copy_from_slice(payload.get(..8).unwrap_or(&[0; 8]));
-    let auth_key_id = u64::from_le_bytes(key);
+    let auth_key_id = Reader::new(payload).u64_le().unwrap_or(0);
     if auth_key_id != 0 {
         if len < MIN_ENCRYPTED_PACKET {
             return PacketVerdict::Drop(DropReason::ShortEncrypted { len });

@@ -13,6 +13,7 @@
 //! Decoders are incremental: "need more bytes" is `Ok(None)` and nothing is consumed
 //! until a whole frame is buffered, so any split of the input yields the same frames.
 
+use crate::protocol::codec::Reader;
 use bytes::{Buf, BufMut};
 
 /// The buffer type the decoders and encoders work on (re-exported for callers without a
@@ -168,8 +169,7 @@ struct Header {
 }
 
 fn peek_u32_le(buf: &[u8]) -> Option<u32> {
-    let b: [u8; 4] = buf.get(..4)?.try_into().ok()?;
-    Some(u32::from_le_bytes(b))
+    Reader::new(buf).u32_le()
 }
 
 /// Parses a client→proxy frame header; `Ok(None)` when the header is incomplete.
@@ -462,10 +462,9 @@ impl ClientDecoder {
                     return Ok(None);
                 };
                 if b0 & 0x80 != 0 || b0 == ABRIDGED_LONG {
-                    let Some(word) = buf.get(..4) else {
+                    let Some(word) = peek_u32_le(buf) else {
                         return Ok(None);
                     };
-                    let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
                     if b0 & 0x80 != 0 {
                         buf.advance(4);
                         return Ok(Some(ServerFrame::QuickAck(word.swap_bytes())));

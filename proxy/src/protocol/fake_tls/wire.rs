@@ -1,5 +1,7 @@
 //! The fake-TLS wire constants and the big-endian helpers every part shares.
 
+use crate::protocol::codec::Reader;
+
 /// The largest ClientHello the proxy accepts, header included: `5 + L ≤ 4096`.
 ///
 /// C copies at most 4096 buffered bytes into a stack buffer, and rejects a hello that is
@@ -24,8 +26,7 @@ pub(crate) const RANDOM_LEN: usize = 32;
 
 /// Reads a big-endian u16 at `pos`, if in bounds.
 pub(crate) fn be16(buf: &[u8], pos: usize) -> Option<usize> {
-    let b = buf.get(pos..pos.checked_add(2)?)?;
-    Some(usize::from(b[0]) << 8 | usize::from(b[1]))
+    Reader::new(buf.get(pos..)?).u16_be().map(usize::from)
 }
 
 /// Appends a big-endian u16 (saturating at `u16::MAX`, which only a caller error reaches).
