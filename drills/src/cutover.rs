@@ -2,7 +2,7 @@
 //! from the C build to the port, back, and from the port to a new port binary, with
 //! traffic flowing all along, and numbers for every switch.
 //!
-//! Traffic (see [`Traffic`]), per service (obfuscated2 clients of the three transports on
+//! Traffic (see `Traffic`), per service (obfuscated2 clients of the three transports on
 //! one instance; fake-TLS clients on a `-D` instance, as `-D` serves nothing else):
 //! long-lived clients making a round trip every 100 ms for a planned life (a few of them,
 //! "marathons", for ever), and a steady rate of new connections making one round trip.
@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::Scale;
+use crate::setup::Scale;
 
 /// The report's schema version.
 pub const SCHEMA_VERSION: &str = "1.0.0";

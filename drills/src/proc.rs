@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::Sample;
+use crate::outcome::Sample;
 
 /// One sample of `pid` (zeros when it is gone).
 pub fn sample(pid: u32, since: Instant) -> Sample {

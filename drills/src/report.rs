@@ -8,9 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parity::report::{md_cell, md_code, plural, HostInfo};
+use parity::subject::Subject;
 use serde::{Deserialize, Serialize};
 
-use crate::{suite, Outcome, Scale, Settings, Target, Verdict};
+use crate::outcome::{Outcome, Verdict};
+use crate::setup::{Scale, Settings};
+use crate::suite;
 
 /// Report schema version.
 pub const SCHEMA_VERSION: &str = "1.0.0";
@@ -28,9 +31,9 @@ pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 #[derive(Clone)]
 pub struct RunOptions {
     /// The port (gated).
-    pub candidate: Target,
+    pub candidate: Subject,
     /// The C build (reported, not gated); `None`: the candidate runs alone.
-    pub reference: Option<Target>,
+    pub reference: Option<Subject>,
     /// Drill names (empty: all).
     pub only: Vec<String>,
     /// Scale and soak length.
@@ -363,7 +366,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<DrillsReport> {
                 suite::find(n).ok_or_else(|| {
                     anyhow::anyhow!(
                         "unknown drill {n:?}; the drills are {}",
-                        crate::names().join(", ")
+                        suite::names().join(", ")
                     )
                 })
             })
@@ -378,7 +381,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<DrillsReport> {
         );
         say("no reference: the drills run against the candidate alone");
     }
-    let sides: Vec<&Target> = std::iter::once(&opts.candidate)
+    let sides: Vec<&Subject> = std::iter::once(&opts.candidate)
         .chain(opts.reference.as_ref())
         .collect();
     let started = tokio::time::Instant::now();
@@ -454,7 +457,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<DrillsReport> {
     Ok(report)
 }
 
-async fn binary(t: &Target) -> Binary {
+async fn binary(t: &Subject) -> Binary {
     Binary {
         path: t.binary.display().to_string(),
         version: parity::process::probe_version(&t.binary).await,
@@ -660,7 +663,7 @@ pub fn svg(r: &DrillsReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Figure;
+    use crate::outcome::Figure;
 
     fn outcome(verdict: Verdict, why: &str, figure: Figure) -> Outcome {
         let threshold = match figure.name.as_str() {

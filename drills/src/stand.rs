@@ -9,10 +9,9 @@ use mtproxy::protocol::transport::Transport;
 use parity::client::{encrypted_message, ClientConfig, SimClient};
 use parity::fake_me::FakeMe;
 use parity::process::ProxyProcess;
+use parity::subject::Subject;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
-
-use crate::Target;
 
 /// The client secret of every drill.
 pub const SECRET: [u8; 16] = [0x5d; 16];
@@ -56,7 +55,7 @@ impl Stand {
     ///
     /// # Errors
     /// When a fixture cannot start or the proxy is not ready in time.
-    pub async fn start(target: &Target, opts: StandOpts) -> anyhow::Result<Stand> {
+    pub async fn start(subject: &Subject, opts: StandOpts) -> anyhow::Result<Stand> {
         let mut proxy_secret = vec![0u8; 128];
         rand::thread_rng().fill_bytes(&mut proxy_secret);
         let mut mes = Vec::new();
@@ -78,18 +77,18 @@ impl Stand {
             routes.push((dc, addr));
             routes.push((-dc, addr));
         }
-        let mut b = ProxyProcess::builder(&target.binary)
-            .label(target.label.clone())
+        let mut b = ProxyProcess::builder(&subject.binary)
+            .label(subject.label.clone())
             .secrets(&[SECRET])
             .me_targets(&routes)
             .default_dc(2)
             .max_connections(opts.max_connections)
             .proxy_secret(proxy_secret)
             .extra_args(opts.extra_args.clone());
-        for (k, v) in &target.env {
+        for (k, v) in &subject.env {
             b = b.env(k.clone(), v.clone());
         }
-        if let Some(image) = &target.image {
+        if let Some(image) = &subject.image {
             b = b.launcher(parity::process::Launcher::Docker {
                 image: image.clone(),
                 platform: "linux/amd64".into(),

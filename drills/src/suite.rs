@@ -13,6 +13,7 @@ use anyhow::Context;
 use mtproxy::protocol::fake_tls::HelloShape;
 use mtproxy::protocol::transport::Transport;
 use parity::client::{encrypted_message, expected_confirm, SimClient};
+use parity::subject::Subject;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use tokio::io::AsyncWriteExt;
@@ -20,9 +21,10 @@ use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::outcome::{Figure, Outcome, Verdict};
 use crate::proc::{self, fds_down_to, rss_slope_per_min, settled_rss};
+use crate::setup::Settings;
 use crate::stand::{client, round_trip, served, Stand, StandOpts, LINKS};
-use crate::{Figure, Outcome, Settings, Target, Verdict};
 
 /// A boxed drill future.
 pub type DrillFuture = Pin<Box<dyn Future<Output = anyhow::Result<Outcome>> + Send>>;
@@ -34,7 +36,7 @@ pub struct Drill {
     /// What a production proxy should do.
     pub rule: &'static str,
     /// Runs it against one binary.
-    pub run: fn(Target, Settings) -> DrillFuture,
+    pub run: fn(Subject, Settings) -> DrillFuture,
     /// Whether an error means "cannot run here" (SKIP) rather than FAIL.
     pub needs_root: bool,
 }
@@ -103,14 +105,19 @@ pub const ALL: [Drill; 10] = [
     },
 ];
 
+/// The drills' names, in run order.
+pub fn names() -> Vec<&'static str> {
+    ALL.iter().map(|d| d.name).collect()
+}
+
 /// Finds a drill by name.
 pub fn find(name: &str) -> Option<&'static Drill> {
     ALL.iter().find(|d| d.name == name)
 }
 
-/// Runs `drill` against `target`; an error becomes a FAIL (SKIP for a drill that needs
+/// Runs `drill` against `subject`; an error becomes a FAIL (SKIP for a drill that needs
 /// root when not root) carrying it. Sets the wall time.
-pub async fn run(drill: &Drill, target: Target, settings: Settings) -> Outcome {
+pub async fn run(drill: &Drill, subject: Subject, settings: Settings) -> Outcome {
     let start = Instant::now();
     let mut out = if drill.needs_root && !nix::unistd::Uid::effective().is_root() {
         Outcome::new(
@@ -120,7 +127,7 @@ pub async fn run(drill: &Drill, target: Target, settings: Settings) -> Outcome {
             Vec::new(),
         )
     } else {
-        match (drill.run)(target, settings).await {
+        match (drill.run)(subject, settings).await {
             Ok(o) => o,
             Err(e) => Outcome::error(drill.rule, &e, false),
         }
@@ -236,7 +243,7 @@ impl Settled {
 
 // ---------------------------------------------------------------------------------------
 
-async fn fd_churn(t: Target, s: Settings) -> anyhow::Result<Outcome> {
+async fn fd_churn(t: Subject, s: Settings) -> anyhow::Result<Outcome> {
     let cycles = s.scale.pick(40, 2_000, 10_000);
     let st = Stand::start(&t, StandOpts::default()).await?;
     let (addr, pid) = (st.addr(), st.pid());
@@ -270,7 +277,7 @@ async fn fd_churn(t: Target, s: Settings) -> anyhow::Result<Outcome> {
     ))
 }
 
-async fn idle_scale(t: Target, s: Settings) -> anyhow::Result<Outcome> {
+async fn idle_scale(t: Subject, s: Settings) -> anyhow::Result<Outcome> {
     let n = s.scale.pick(50, 2_000, 10_000);
     let st = Stand::start(
         &t,
@@ -414,7 +421,7 @@ async fn soak_loop(
     }
 }
 
-async fn soak(t: Target, s: Settings) -> anyhow::Result<Outcome> {
+async fn soak(t: Subject, s: Settings) -> anyhow::Result<Outcome> {
     let loops = s.scale.pick(4, 16, 24);
     let st = Stand::start(&t, StandOpts::default()).await?;
     let addr = st.addr();
@@ -524,7 +531,7 @@ async fn soak(t: Target, s: Settings) -> anyhow::Result<Outcome> {
 /// The `--msg-buffers-size` of the stall drill.
 const STALL_BUDGET: u64 = 32 << 20;
 
-async fn me_stall(t: Target, s: Settings) -> anyhow::Result<Outcome> {
+async fn me_stall(t: Subject, s: Settings) -> anyhow::Result<Outcome> {
     let uploaders = s.scale.pick(4, 16, 32);
     let stall = s.scale.pick(
         Duration::from_secs(3),
@@ -689,7 +696,7 @@ async fn me_stall(t: Target, s: Settings) -> anyhow::Result<Outcome> {
     ))
 }
 
-async fn me_kill_refuse(t: Target, s: Settings) -> anyhow::Result<Outcome> {
+async fn me_kill_refuse(t: Subject, s: Settings) -> anyhow::Result<Outcome> {
     let kills = s.scale.pick(2, 3, 5);
     let window = s.scale.pick(
         Duration::from_secs(2),
@@ -763,7 +770,7 @@ async fn me_kill_refuse(t: Target, s: Settings) -> anyhow::Result<Outcome> {
     ))
 }
 
-async fn slowloris(t: Target, s: Settings) -> anyhow::Result<Outcome> {
+async fn slowloris(t: Subject, s: Settings) -> anyhow::Result<Outcome> {
     let cap = s.scale.pick(40u32, 200, 1_000);
     let st = Stand::start(
         &t,
@@ -813,7 +820,7 @@ async fn slowloris(t: Target, s: Settings) -> anyhow::Result<Outcome> {
     ))
 }
 
-async fn garbage_flood(t: Target, s: Settings) -> anyhow::Result<Outcome> {
+async fn garbage_flood(t: Subject, s: Settings) -> anyhow::Result<Outcome> {
     let n = s.scale.pick(100, 5_000, 20_000);
     let st = Stand::start(&t, StandOpts::default()).await?;
     let (addr, pid) = (st.addr(), st.pid());
@@ -849,7 +856,7 @@ async fn garbage_flood(t: Target, s: Settings) -> anyhow::Result<Outcome> {
     ))
 }
 
-async fn burst(t: Target, s: Settings) -> anyhow::Result<Outcome> {
+async fn burst(t: Subject, s: Settings) -> anyhow::Result<Outcome> {
     let n = s.scale.pick(50, 1_000, 3_000);
     let st = Stand::start(
         &t,
@@ -892,7 +899,7 @@ async fn burst(t: Target, s: Settings) -> anyhow::Result<Outcome> {
     ))
 }
 
-async fn stalled_reader(t: Target, s: Settings) -> anyhow::Result<Outcome> {
+async fn stalled_reader(t: Subject, s: Settings) -> anyhow::Result<Outcome> {
     let k = s.scale.pick(4, 20, 40);
     let packets = s.scale.pick(24, 48, 64);
     let bound_time = s.scale.pick(
@@ -992,7 +999,7 @@ async fn stalled_reader(t: Target, s: Settings) -> anyhow::Result<Outcome> {
     ))
 }
 
-async fn fronting_half_open(t: Target, s: Settings) -> anyhow::Result<Outcome> {
+async fn fronting_half_open(t: Subject, s: Settings) -> anyhow::Result<Outcome> {
     let n = s.scale.pick(10, 100, 300);
     // Block 252: away from the dual-run's stand-in sites (253) and the tests'.
     let ip = parity::site::loopback_ip(252);

@@ -1,10 +1,12 @@
 //! The known-divergence list: differences between the reference and the candidate that are
 //! deliberate, each with its reason. Loaded from the one committed file `parity/divergences.json`.
-//! Any difference not matched by an entry fails the run.
+//! Any difference not matched by an entry fails the run: [`DivergenceList::apply`] marks the
+//! differences of a [`Comparison`] the list explains and decides its pass or fail.
 
-use crate::compare::Difference;
+use crate::compare::finding::{Comparison, Difference};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Current file format version.
@@ -118,6 +120,32 @@ impl DivergenceList {
     /// Look up an entry by id.
     pub fn get(&self, id: &str) -> Option<&Divergence> {
         self.divergences.iter().find(|e| e.id == id)
+    }
+
+    /// Marks each difference of `comparison` an entry explains, sets its pass/fail (unless it
+    /// was skipped), keeps the first `limit` differences (unexplained first). Returns how
+    /// many differences each matched entry explained.
+    pub fn apply(&self, comparison: &mut Comparison, limit: usize) -> BTreeMap<String, u64> {
+        let mut matched = BTreeMap::new();
+        for d in &mut comparison.differences {
+            if let Some(div) = self.find(d) {
+                d.divergence = Some(div.id.clone());
+                *matched.entry(div.id.clone()).or_insert(0) += 1;
+            }
+        }
+        comparison.unexplained_differences = comparison
+            .differences
+            .iter()
+            .filter(|d| d.divergence.is_none())
+            .count() as u64;
+        if comparison.skipped.is_none() {
+            comparison.pass = comparison.unexplained_differences == 0;
+        }
+        comparison
+            .differences
+            .sort_by_key(|d| d.divergence.is_some());
+        comparison.differences.truncate(limit);
+        matched
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use mtproxy::protocol::fake_tls::HelloShape;
-use mtproxy::protocol::transport::Transport as CoreTransport;
+use mtproxy::protocol::transport::Transport;
 use tokio::sync::Semaphore;
 
 use crate::client::{self, ClientConfig, SimClient, SimError};
@@ -23,7 +23,7 @@ use crate::metrics::Recorder;
 use crate::process::ProxyProcess;
 use crate::site::DomainServer;
 use crate::transcript::{
-    ClientEvent, ClientRecord, MeRecord, ProbeRecord, Reaction, SessionEnd, Side, Transport,
+    ClientEvent, ClientRecord, MeRecord, ProbeRecord, ReactionClass, SessionEnd, Side, Wire,
 };
 use crate::workload::{Deployment, Phase, Probe, ProbeClass, Session};
 
@@ -78,28 +78,20 @@ impl SimDriver {
     }
 }
 
-fn core_transport(t: Transport) -> CoreTransport {
-    match t {
-        Transport::Abridged => CoreTransport::Abridged,
-        Transport::Intermediate => CoreTransport::Intermediate,
-        Transport::Padded | Transport::FakeTls => CoreTransport::PaddedIntermediate,
-    }
-}
-
 fn client_config(
     cfg: &InstanceConfig,
     session: &Session,
     seed: u64,
     domain: Option<&str>,
 ) -> ClientConfig {
-    let mut c = ClientConfig::new(core_transport(session.transport))
+    let mut c = ClientConfig::new(session.transport.framing())
         .dc(session.dc)
         .seed(seed ^ u64::from(session.id).wrapping_mul(0x9e37_79b9_7f4a_7c15))
         .timeout(REQUEST_TIMEOUT);
     if let Some(s) = cfg.secrets.first() {
         c = c.secret(*s);
     }
-    if session.transport == Transport::FakeTls {
+    if session.transport == Wire::FakeTls {
         // Current clients' long hellos and the classic 517-byte one, alternately.
         let shape = if session.id.is_multiple_of(2) {
             HelloShape::LongTdlib
@@ -176,11 +168,11 @@ fn end_of(e: &SimError) -> SessionEnd {
     }
 }
 
-fn reaction_of(r: client::Reaction) -> Reaction {
+fn reaction_of(r: client::Reaction) -> ReactionClass {
     match r {
-        client::Reaction::Silence => Reaction::Silence,
-        client::Reaction::Closed => Reaction::Close,
-        client::Reaction::Data(_) => Reaction::Relay,
+        client::Reaction::Silence => ReactionClass::Silence,
+        client::Reaction::Closed => ReactionClass::Close,
+        client::Reaction::Data(_) => ReactionClass::Relay,
     }
 }
 
@@ -195,25 +187,25 @@ impl SimDriver {
         class: ProbeClass,
         addr: SocketAddr,
         cfg: &ClientConfig,
-    ) -> Option<(Reaction, String)> {
+    ) -> Option<(ReactionClass, String)> {
         let me = match self.me(side) {
             Ok(m) => m,
-            Err(e) => return Some((Reaction::NotRun, e.to_string())),
+            Err(e) => return Some((ReactionClass::NotRun, e.to_string())),
         };
         let wait = Duration::from_secs(3);
         let r = match class {
             ProbeClass::MePing => {
                 let before = me.pongs().len();
                 match me.send_ping(0x5049_4e47).await {
-                    Ok(0) => (Reaction::NotRun, "no ready link to ping".into()),
+                    Ok(0) => (ReactionClass::NotRun, "no ready link to ping".into()),
                     Ok(n) => match me.wait_pongs(before + n, wait).await {
                         Ok(p) => (
-                            Reaction::Relay,
+                            ReactionClass::Relay,
                             format!("{} PONG(s) for {n} PING(s)", p.len() - before),
                         ),
-                        Err(e) => (Reaction::Silence, e.to_string()),
+                        Err(e) => (ReactionClass::Silence, e.to_string()),
                     },
-                    Err(e) => (Reaction::NotRun, e.to_string()),
+                    Err(e) => (ReactionClass::NotRun, e.to_string()),
                 }
             }
             ProbeClass::MeUnknownAnswer => {
@@ -224,25 +216,25 @@ impl SimDriver {
                 {
                     Ok(_) => match me.wait_close_conns(before + 1, wait).await {
                         Ok(c) if c.iter().any(|x| x.conn_id == UNKNOWN_CONN_ID) => {
-                            (Reaction::Relay, "CLOSE_CONN for the unknown id".into())
+                            (ReactionClass::Relay, "CLOSE_CONN for the unknown id".into())
                         }
-                        Ok(_) => (Reaction::Silence, "CLOSE_CONN for another id".into()),
-                        Err(e) => (Reaction::Silence, e.to_string()),
+                        Ok(_) => (ReactionClass::Silence, "CLOSE_CONN for another id".into()),
+                        Err(e) => (ReactionClass::Silence, e.to_string()),
                     },
-                    Err(e) => (Reaction::NotRun, e.to_string()),
+                    Err(e) => (ReactionClass::NotRun, e.to_string()),
                 }
             }
             ProbeClass::MeCloseExt | ProbeClass::MeDrop => {
                 let mut c = match SimClient::connect(addr, cfg.clone()).await {
                     Ok(c) => c,
-                    Err(e) => return Some((Reaction::NotRun, format!("connect: {e}"))),
+                    Err(e) => return Some((ReactionClass::NotRun, format!("connect: {e}"))),
                 };
                 let payload = client::encrypted_message(
                     &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(9),
                     64,
                 );
                 if let Err(e) = c.request(&payload, false).await {
-                    return Some((Reaction::NotRun, format!("first request: {e}")));
+                    return Some((ReactionClass::NotRun, format!("first request: {e}")));
                 }
                 let conn_id = me
                     .records()
@@ -252,16 +244,19 @@ impl SimDriver {
                     .map(|r| r.ext_conn_id);
                 if class == ProbeClass::MeCloseExt {
                     let Some(id) = conn_id else {
-                        return Some((Reaction::NotRun, "request not seen by the FakeMe".into()));
+                        return Some((
+                            ReactionClass::NotRun,
+                            "request not seen by the FakeMe".into(),
+                        ));
                     };
                     if let Err(e) = me.close_ext(id).await {
-                        return Some((Reaction::NotRun, e.to_string()));
+                        return Some((ReactionClass::NotRun, e.to_string()));
                     }
                     if c.closed_within(wait).await {
-                        (Reaction::Close, "client closed after CLOSE_EXT".into())
+                        (ReactionClass::Close, "client closed after CLOSE_EXT".into())
                     } else {
                         (
-                            Reaction::Silence,
+                            ReactionClass::Silence,
                             "client still open after CLOSE_EXT".into(),
                         )
                     }
@@ -274,9 +269,9 @@ impl SimDriver {
                         .await
                         .is_ok();
                     let reaction = if closed {
-                        Reaction::Close
+                        ReactionClass::Close
                     } else {
-                        Reaction::Silence
+                        ReactionClass::Silence
                     };
                     (
                         reaction,
@@ -293,11 +288,11 @@ impl SimDriver {
 impl SimDriver {
     /// The fronting probe: a prober's plain HTTP request to a `-D` proxy must reach the
     /// site behind the domain byte for byte ("relay").
-    async fn fronting(&self, side: Side, addr: SocketAddr, seed: u64) -> (Reaction, String) {
+    async fn fronting(&self, side: Side, addr: SocketAddr, seed: u64) -> (ReactionClass, String) {
         use tokio::io::AsyncWriteExt;
         let site = match self.site().await {
             Ok(s) => s,
-            Err(e) => return (Reaction::NotRun, format!("{e:#}")),
+            Err(e) => return (ReactionClass::NotRun, format!("{e:#}")),
         };
         let request = format!(
             "GET /probe-{}-{seed:x} HTTP/1.1\r\nHost: {}\r\n\r\n",
@@ -307,10 +302,10 @@ impl SimDriver {
         .into_bytes();
         let mut s = match tokio::net::TcpStream::connect(addr).await {
             Ok(s) => s,
-            Err(e) => return (Reaction::NotRun, format!("connect: {e}")),
+            Err(e) => return (ReactionClass::NotRun, format!("connect: {e}")),
         };
         if let Err(e) = s.write_all(&request).await {
-            return (Reaction::Close, format!("write: {e}"));
+            return (ReactionClass::Close, format!("write: {e}"));
         }
         let seen = site
             .wait_for(PROBE_WAIT * 2, |b, _| b == request.as_slice())
@@ -318,12 +313,12 @@ impl SimDriver {
         drop(s);
         if seen {
             (
-                Reaction::Relay,
+                ReactionClass::Relay,
                 format!("the site received the {} bytes", request.len()),
             )
         } else {
             (
-                Reaction::Silence,
+                ReactionClass::Silence,
                 format!("not relayed; the site saw: {}", site.summary()),
             )
         }
@@ -453,7 +448,7 @@ impl Driver for SimDriver {
                 if side != Side::Candidate && !probe.send_to_reference {
                     out.push(ProbeRecord {
                         class: probe.class.name().to_string(),
-                        reaction: Reaction::NotRun,
+                        reaction: ReactionClass::NotRun,
                         detail: "not sent to the reference (it would crash it)".into(),
                     });
                     continue;
@@ -461,13 +456,13 @@ impl Driver for SimDriver {
                 if target.exit_info().is_some() {
                     out.push(ProbeRecord {
                         class: probe.class.name().to_string(),
-                        reaction: Reaction::Crash,
+                        reaction: ReactionClass::Crash,
                         detail: "the proxy had already exited".into(),
                     });
                     continue;
                 }
                 let seed = 0x7072_6f62_6500 + i as u64;
-                let mut cfg = ClientConfig::new(CoreTransport::Intermediate)
+                let mut cfg = ClientConfig::new(Transport::Intermediate)
                     .seed(seed)
                     .timeout(PROBE_WAIT);
                 if let Some(s) = config.secrets.first() {
@@ -493,8 +488,7 @@ impl Driver for SimDriver {
                 }
                 let observed = match probe.class {
                     ProbeClass::WrongSecret => {
-                        client::wrong_secret(addr, CoreTransport::Intermediate, seed, PROBE_WAIT)
-                            .await
+                        client::wrong_secret(addr, Transport::Intermediate, seed, PROBE_WAIT).await
                     }
                     ProbeClass::Garbage => client::garbage(addr, 256, seed, PROBE_WAIT).await,
                     ProbeClass::Http => client::http_get(addr, PROBE_WAIT).await,
@@ -513,13 +507,13 @@ impl Driver for SimDriver {
                         let d = format!("{r:?}");
                         (reaction_of(r), d)
                     }
-                    Err(e) if e.is_closed() => (Reaction::Close, e.to_string()),
-                    Err(e) => (Reaction::Close, format!("probe error: {e}")),
+                    Err(e) if e.is_closed() => (ReactionClass::Close, e.to_string()),
+                    Err(e) => (ReactionClass::Close, format!("probe error: {e}")),
                 };
                 if probe.class == ProbeClass::ShortPaddedFrame
                     && target.wait_exit(Duration::from_secs(1)).await.is_some()
                 {
-                    reaction = Reaction::Crash;
+                    reaction = ReactionClass::Crash;
                 }
                 out.push(ProbeRecord {
                     class: probe.class.name().to_string(),

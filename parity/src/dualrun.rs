@@ -7,10 +7,14 @@
 //! `/stats`, SIGTERM shutdown), marks every traffic comparison as not run and fails the verdict
 //! with a clear reason: nothing pretends to have sent traffic.
 
-use crate::compare::{
-    compare_client_streams, compare_lifecycle, compare_me_streams, compare_probes, compare_slos,
-    compare_stats_keys, Comparison, NoiseBaseline, ThresholdConfig, Thresholds,
+use crate::compare::client_stream::compare_client_streams;
+use crate::compare::finding::{Comparison, Difference};
+use crate::compare::me_stream::compare_me_streams;
+use crate::compare::probes::compare_probes;
+use crate::compare::slo::{
+    compare_lifecycle, compare_slos, NoiseBaseline, ThresholdConfig, Thresholds,
 };
+use crate::compare::stats::compare_stats_keys;
 use crate::divergences::DivergenceList;
 use crate::metrics::{round3, LifecycleMetrics, PhaseMetrics};
 use crate::process::{free_port, probe_version, sha256_file, ProxyProcess, ReadyHook, Signal};
@@ -19,7 +23,7 @@ use crate::report::{
     SCHEMA_VERSION,
 };
 use crate::runtime::{Availability, Runtime};
-use crate::transcript::{ClientRecord, MeRecord, ProbeRecord, Reaction, Side};
+use crate::transcript::{ClientRecord, MeRecord, ProbeRecord, ReactionClass, Side};
 use crate::workload::{Deployment, Phase, Probe, Workload, WorkloadSpec};
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -393,10 +397,10 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
                     );
                     if let (Some(r), Some(c)) = (r, c) {
                         let mut me = compare_me_streams(phase, &r.me_records, &c.me_records);
-                        me.finalise(&divergences, 0);
+                        divergences.apply(&mut me, 0);
                         let mut cl =
                             compare_client_streams(phase, &r.client_records, &c.client_records);
-                        cl.finalise(&divergences, 0);
+                        divergences.apply(&mut cl, 0);
                         if !me.pass || !cl.pass {
                             canary_failed = true;
                             warnings
@@ -483,7 +487,7 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
                                     if !recs.iter().any(|r| r.class == pr.class.name()) {
                                         recs.push(ProbeRecord {
                                             class: pr.class.name().into(),
-                                            reaction: Reaction::NotRun,
+                                            reaction: ReactionClass::NotRun,
                                             detail: "not sent to this side".into(),
                                         });
                                     }
@@ -630,7 +634,7 @@ pub async fn run(opts: DualrunOptions) -> anyhow::Result<Report> {
     // Known divergences.
     let mut matched: BTreeMap<String, MatchedDivergence> = BTreeMap::new();
     for c in &mut comparisons {
-        for (id, n) in c.finalise(&divergences, opts.max_differences) {
+        for (id, n) in divergences.apply(c, opts.max_differences) {
             let Some(d) = divergences.get(&id) else {
                 continue;
             };
@@ -896,7 +900,7 @@ async fn check_worker_logs(cfg: &InstanceConfig, procs: &[(Side, ProxyProcess)])
     let diffs = if r == c {
         Vec::new()
     } else {
-        vec![crate::compare::Difference::new(
+        vec![Difference::new(
             KIND,
             Some(&cfg.group),
             "workers_log_file",
@@ -937,7 +941,7 @@ async fn check_worker_stats(cfg: &InstanceConfig, procs: &[(Side, ProxyProcess)]
     for k in WORKER_STATS_KEYS {
         let (a, b) = (r.get(k), c.get(k));
         if a != b {
-            diffs.push(crate::compare::Difference::new(
+            diffs.push(Difference::new(
                 "stats",
                 Some(&cfg.group),
                 k,

@@ -15,7 +15,7 @@
 //! Behaviour per accepted connection (one "link", numbered from 0 in accept order):
 //! 1. The RPC handshake runs in the server role with `local` = the accepted socket's local
 //!    address (the listen address) and `peer` = the proxy's address as seen (§5.8 step 3).
-//! 2. Every RPC_PROXY_REQ is recorded as a [`MeRecord`]. Unless echo is off
+//! 2. Every RPC_PROXY_REQ is recorded as a [`ProxyReqRecord`]. Unless echo is off
 //!    ([`FakeMe::set_echo`]), the FakeMe answers on the same link: first RPC_SIMPLE_ACK
 //!    with [`quick_ack_confirm`] of the payload when the request has
 //!    [`flags::QUICKACK`], then RPC_PROXY_ANS (flags 0) whose data is the request payload
@@ -57,7 +57,7 @@ pub fn quick_ack_confirm(payload: &[u8]) -> u32 {
 
 /// One RPC_PROXY_REQ as the FakeMe received it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MeRecord {
+pub struct ProxyReqRecord {
     /// Which link (ME connection, numbered in accept order from 0) carried it.
     pub link: usize,
     /// PROXY_REQ flags (see [`flags`]).
@@ -139,7 +139,7 @@ pub enum MeEvent {
         peer_pid: ProcessId,
     },
     /// An RPC_PROXY_REQ.
-    ProxyReq(MeRecord),
+    ProxyReq(ProxyReqRecord),
     /// An RPC_CLOSE_CONN.
     CloseConn(CloseConnRecord),
     /// An RPC_PONG.
@@ -170,7 +170,7 @@ pub struct MeState {
     /// Links whose handshake completed and which are still open.
     pub live_links: usize,
     /// Every RPC_PROXY_REQ, in arrival order.
-    pub records: Vec<MeRecord>,
+    pub records: Vec<ProxyReqRecord>,
     /// Every RPC_CLOSE_CONN.
     pub close_conns: Vec<CloseConnRecord>,
     /// Every RPC_PONG.
@@ -411,12 +411,12 @@ impl FakeMe {
     }
 
     /// Every RPC_PROXY_REQ so far.
-    pub fn records(&self) -> Vec<MeRecord> {
+    pub fn records(&self) -> Vec<ProxyReqRecord> {
         self.shared.lock().public.records.clone()
     }
 
     /// Removes and returns the recorded RPC_PROXY_REQs (e.g. between phases).
-    pub fn take_records(&self) -> Vec<MeRecord> {
+    pub fn take_records(&self) -> Vec<ProxyReqRecord> {
         std::mem::take(&mut self.shared.lock().public.records)
     }
 
@@ -497,7 +497,11 @@ impl FakeMe {
     ///
     /// # Errors
     /// The timeout.
-    pub async fn wait_records(&self, n: usize, timeout: Duration) -> anyhow::Result<Vec<MeRecord>> {
+    pub async fn wait_records(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<ProxyReqRecord>> {
         self.wait_for(&format!("{n} PROXY_REQs"), timeout, |s| {
             s.records.len() >= n
         })
@@ -890,7 +894,7 @@ fn on_event(
         ),
         LinkEvent::Message(RpcMessage::ProxyReq(req)) => {
             let h = &req.header;
-            let rec = MeRecord {
+            let rec = ProxyReqRecord {
                 link: link_id,
                 flags: h.flags,
                 proxy_tag: h.proxy_tag().copied(),

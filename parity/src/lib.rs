@@ -11,9 +11,11 @@
 //! * [`transcript`]: records the FakeMe and the client simulator produce.
 //! * [`metrics`]: latency histograms, error classes, throughput, lifecycle times.
 //! * [`compare`]: normalisation, diffs, SLO thresholds calibrated by a noise baseline.
-//! * [`divergences`]: the known-divergence list (`parity/divergences.json`).
+//! * [`divergences`]: the known-divergence list (`parity/divergences.json`), applied to the
+//!   comparisons' findings.
 //! * [`report`]: the versioned JSON report, the summary text and the latency SVG.
 //! * [`runtime`]: local processes or docker images.
+//! * [`subject`]: the proxy binary under test (candidate or reference) and how to start it.
 //! * [`dualrun`]: the orchestration ([`dualrun::run`]) and the [`dualrun::Driver`] trait the
 //!   FakeMe/client simulator implement.
 #![forbid(unsafe_code)]
@@ -31,5 +33,6 @@ pub mod process;
 pub mod report;
 pub mod runtime;
 pub mod site;
+pub mod subject;
 pub mod transcript;
 pub mod workload;

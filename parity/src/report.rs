@@ -3,7 +3,8 @@
 //! picture (`latency.svg`). The schema is documented in `artifacts/dualrun/SCHEMA.md` and
 //! `artifacts/dualrun/schema.json`.
 
-use crate::compare::{Comparison, NoiseBaseline, Thresholds};
+use crate::compare::finding::Comparison;
+use crate::compare::slo::{NoiseBaseline, Thresholds};
 use crate::metrics::{LifecycleMetrics, PhaseMetrics};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -761,7 +762,7 @@ pub fn validate_against_schema(report: &Path, schema: &Path) -> anyhow::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compare::Difference;
+    use crate::compare::finding::Difference;
     use crate::metrics::LatencySummary;
 
     /// A report built by hand: fixed values only, so the Markdown is a stable snapshot.

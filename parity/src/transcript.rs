@@ -5,6 +5,7 @@
 //! session and one [`ProbeRecord`] per bad-input probe. [`crate::compare`] normalises and diffs
 //! them (conn ids, ports and addresses are redacted there, not here).
 
+use mtproxy::protocol::transport::Transport;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
@@ -31,28 +32,41 @@ impl Side {
     }
 }
 
-/// Client transport (§4.2/§4.3 protocol tags; fake-TLS wraps the padded transport, §4.4).
+/// How a client session looks on the wire: one of the proxy's transports (§4.2/§4.3,
+/// [`Transport`]), or fake TLS around the padded one (§4.4). Workloads, transcripts and
+/// reports call it the session's `transport`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Transport {
-    /// Tag `0xefefefef`.
+pub enum Wire {
+    /// [`Transport::Abridged`], tag `0xefefefef`.
     Abridged,
-    /// Tag `0xeeeeeeee`.
+    /// [`Transport::Intermediate`], tag `0xeeeeeeee`.
     Intermediate,
-    /// Tag `0xdddddddd`: padded intermediate; the proxy appends 0..3 random bytes.
+    /// [`Transport::PaddedIntermediate`], tag `0xdddddddd`: the proxy appends 0..3 random
+    /// bytes.
     Padded,
     /// Fake-TLS (`ee` secrets, `-D`): padded intermediate inside TLS application-data records.
     FakeTls,
 }
 
-impl Transport {
-    /// Whether the proxy adds random padding to what it sends on this transport.
+impl Wire {
+    /// Whether the proxy adds random padding to what it sends on this wire.
     pub fn is_padded(self) -> bool {
-        matches!(self, Transport::Padded | Transport::FakeTls)
+        matches!(self, Wire::Padded | Wire::FakeTls)
+    }
+
+    /// The transport the obfuscated2 header names (fake TLS carries the padded one).
+    pub fn framing(self) -> Transport {
+        match self {
+            Wire::Abridged => Transport::Abridged,
+            Wire::Intermediate => Transport::Intermediate,
+            Wire::Padded | Wire::FakeTls => Transport::PaddedIntermediate,
+        }
     }
 }
 
-/// One `RPC_PROXY_REQ` as the FakeMe received it (§5.7).
+/// One `RPC_PROXY_REQ` as the FakeMe received it (§5.7), in transcript form: serialisable,
+/// without the link and the arrival time of the live [`crate::fake_me::ProxyReqRecord`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeRecord {
     /// PROXY_REQ flags (e.g. `0xa002100a`).
@@ -109,8 +123,8 @@ pub enum SessionEnd {
 pub struct ClientRecord {
     /// Session id from the workload.
     pub session: u32,
-    /// Transport the session used.
-    pub transport: Transport,
+    /// How the session looked on the wire.
+    pub transport: Wire,
     /// The dc in the obfuscated2 header.
     pub dc: i16,
     /// What arrived, in order.
@@ -119,10 +133,11 @@ pub struct ClientRecord {
     pub end: SessionEnd,
 }
 
-/// Reaction class of the proxy to a probe (bad input).
+/// The class of the proxy's reaction to a probe (bad input): what a bad client observed
+/// ([`crate::client::Reaction`]) classified, or what became of the whole process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Reaction {
+pub enum ReactionClass {
     /// The connection stayed open and nothing came back within the probe window.
     Silence,
     /// The proxy closed the connection (EOF or RST).
@@ -135,15 +150,15 @@ pub enum Reaction {
     NotRun,
 }
 
-impl Reaction {
+impl ReactionClass {
     /// Lower-case name used in differences and divergence matchers.
     pub fn name(self) -> &'static str {
         match self {
-            Reaction::Silence => "silence",
-            Reaction::Close => "close",
-            Reaction::Relay => "relay",
-            Reaction::Crash => "crash",
-            Reaction::NotRun => "not_run",
+            ReactionClass::Silence => "silence",
+            ReactionClass::Close => "close",
+            ReactionClass::Relay => "relay",
+            ReactionClass::Crash => "crash",
+            ReactionClass::NotRun => "not_run",
         }
     }
 }
@@ -154,7 +169,7 @@ pub struct ProbeRecord {
     /// Probe class name (see [`crate::workload::ProbeClass::name`]).
     pub class: String,
     /// What happened.
-    pub reaction: Reaction,
+    pub reaction: ReactionClass,
     /// Free text (e.g. how long until close).
     pub detail: String,
 }
@@ -199,6 +214,29 @@ pub mod opt_hex16 {
                     .map_err(|_| serde::de::Error::custom("expected 16 bytes"))?;
                 Ok(Some(arr))
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wires_keep_their_report_names_and_map_to_the_header_transport() {
+        use Transport::{Abridged, Intermediate, PaddedIntermediate};
+        let all = [
+            (Wire::Abridged, "abridged", Abridged, false),
+            (Wire::Intermediate, "intermediate", Intermediate, false),
+            (Wire::Padded, "padded", PaddedIntermediate, true),
+            (Wire::FakeTls, "fake_tls", PaddedIntermediate, true),
+        ];
+        for (wire, name, framing, padded) in all {
+            let json = format!("\"{name}\"");
+            assert_eq!(serde_json::to_string(&wire).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Wire>(&json).unwrap(), wire);
+            assert_eq!(wire.framing(), framing);
+            assert_eq!(wire.is_padded(), padded);
         }
     }
 }

@@ -6,7 +6,7 @@
 //! (session id, request index) in bytes 8..16 so a FakeMe record can be traced back to the
 //! request that caused it ([`locate`]).
 
-use crate::transcript::{Reaction, Transport};
+use crate::transcript::{ReactionClass, Wire};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -65,8 +65,8 @@ pub struct Packet {
 pub struct Session {
     /// Unique id across the whole workload.
     pub id: u32,
-    /// Transport.
-    pub transport: Transport,
+    /// How it looks on the wire (its `transport`).
+    pub transport: Wire,
     /// dc in the obfuscated2 header.
     pub dc: i16,
     /// Class of that dc.
@@ -216,14 +216,18 @@ impl ProbeClass {
     }
 
     /// The reaction the C reference shows (§4.2, §4.3, §10).
-    pub fn reference_reaction(self) -> Reaction {
+    pub fn reference_reaction(self) -> ReactionClass {
         match self {
-            ProbeClass::WrongSecret | ProbeClass::Garbage | ProbeClass::Http => Reaction::Silence,
-            ProbeClass::Oversize | ProbeClass::MeCloseExt | ProbeClass::MeDrop => Reaction::Close,
-            ProbeClass::MePing | ProbeClass::MeUnknownAnswer | ProbeClass::TlsFronting => {
-                Reaction::Relay
+            ProbeClass::WrongSecret | ProbeClass::Garbage | ProbeClass::Http => {
+                ReactionClass::Silence
             }
-            ProbeClass::ShortPaddedFrame => Reaction::Crash,
+            ProbeClass::Oversize | ProbeClass::MeCloseExt | ProbeClass::MeDrop => {
+                ReactionClass::Close
+            }
+            ProbeClass::MePing | ProbeClass::MeUnknownAnswer | ProbeClass::TlsFronting => {
+                ReactionClass::Relay
+            }
+            ProbeClass::ShortPaddedFrame => ReactionClass::Crash,
         }
     }
 
@@ -236,9 +240,9 @@ impl ProbeClass {
     }
 
     /// The reaction the candidate is designed to show within the probe window.
-    pub fn candidate_reaction(self) -> Reaction {
+    pub fn candidate_reaction(self) -> ReactionClass {
         match self {
-            ProbeClass::ShortPaddedFrame => Reaction::Close,
+            ProbeClass::ShortPaddedFrame => ReactionClass::Close,
             other => other.reference_reaction(),
         }
     }
@@ -250,9 +254,9 @@ pub struct Probe {
     /// Class.
     pub class: ProbeClass,
     /// Expected reaction of the reference.
-    pub expect_reference: Reaction,
+    pub expect_reference: ReactionClass,
     /// Expected reaction of the candidate.
-    pub expect_candidate: Reaction,
+    pub expect_candidate: ReactionClass,
     /// Whether to send it to the reference at all (false for the crash probe unless asked).
     pub send_to_reference: bool,
     /// The instances it runs against.
@@ -379,19 +383,15 @@ impl Workload {
     pub fn generate(spec: &WorkloadSpec) -> Workload {
         let mut rng = StdRng::seed_from_u64(spec.seed);
         let mut next_id = 0u32;
-        let transports: Vec<Transport> = if spec.fake_tls {
+        let transports: Vec<Wire> = if spec.fake_tls {
             vec![
-                Transport::Abridged,
-                Transport::Intermediate,
-                Transport::Padded,
-                Transport::FakeTls,
+                Wire::Abridged,
+                Wire::Intermediate,
+                Wire::Padded,
+                Wire::FakeTls,
             ]
         } else {
-            vec![
-                Transport::Abridged,
-                Transport::Intermediate,
-                Transport::Padded,
-            ]
+            vec![Wire::Abridged, Wire::Intermediate, Wire::Padded]
         };
 
         // Canary: every transport × dc class, with and without quick acks, short sessions.
@@ -455,11 +455,7 @@ impl Workload {
                 &mut rng,
                 &mut next_id,
                 spec,
-                &[
-                    Transport::Abridged,
-                    Transport::Intermediate,
-                    Transport::Padded,
-                ],
+                &[Wire::Abridged, Wire::Intermediate, Wire::Padded],
                 spec.workers_requests,
             );
             phases.push(Phase {
@@ -476,7 +472,7 @@ impl Workload {
                 &mut rng,
                 &mut next_id,
                 spec,
-                &[Transport::FakeTls],
+                &[Wire::FakeTls],
                 spec.fake_tls_requests,
             );
             phases.push(Phase {
@@ -561,7 +557,7 @@ fn mixed_sessions(
     rng: &mut StdRng,
     next_id: &mut u32,
     spec: &WorkloadSpec,
-    transports: &[Transport],
+    transports: &[Wire],
     requests: usize,
 ) -> Vec<Session> {
     let mut out = Vec::new();
@@ -587,7 +583,7 @@ fn mixed_sessions(
 fn session(
     rng: &mut StdRng,
     id: u32,
-    transport: Transport,
+    transport: Wire,
     dc: i16,
     dc_class: DcClass,
     n: usize,
@@ -700,7 +696,7 @@ mod tests {
             classes.insert(s.dc_class);
             // Only the fake-TLS deployment has fake-TLS clients, and only those.
             assert_eq!(
-                s.transport == Transport::FakeTls,
+                s.transport == Wire::FakeTls,
                 phase.deployment == Deployment::FakeTls,
                 "{} session {}",
                 phase.name,
@@ -754,7 +750,7 @@ mod tests {
             .find(|p| p.class == ProbeClass::TlsFronting)
             .expect("fronting probe");
         assert_eq!(fronting.deployment, Deployment::FakeTls);
-        assert_eq!(fronting.expect_reference, Reaction::Relay);
+        assert_eq!(fronting.expect_reference, ReactionClass::Relay);
         // Zero requests drop the phase, and with fake TLS its probe.
         let none = WorkloadSpec::new(3)
             .load_requests(100)
@@ -777,8 +773,8 @@ mod tests {
             .find(|p| p.class == ProbeClass::ShortPaddedFrame)
             .unwrap();
         assert!(!p.send_to_reference);
-        assert_eq!(p.expect_reference, Reaction::Crash);
-        assert_eq!(p.expect_candidate, Reaction::Close);
+        assert_eq!(p.expect_reference, ReactionClass::Crash);
+        assert_eq!(p.expect_candidate, ReactionClass::Close);
         let w = WorkloadSpec::new(1)
             .load_requests(10)
             .test_reference_crash(true)

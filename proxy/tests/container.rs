@@ -333,7 +333,8 @@ async fn a_dual_run_a_drill_and_an_upgrade_rehearsal_in_containers() {
     let _ = std::fs::remove_dir_all(&out);
 
     // One drill with the proxy in a container.
-    let mut target = drills::Target::new("candidate", parity::runtime::DEFAULT_IMAGE_BINARY);
+    let mut target =
+        parity::subject::Subject::new("candidate", parity::runtime::DEFAULT_IMAGE_BINARY);
     target.image = Some(image.clone());
     let target_image = image;
     let dout = std::env::temp_dir().join(format!("mtproxy-container-drill-{}", std::process::id()));

@@ -7,7 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use drills::report::{self, DrillsReport, RunOptions};
-use drills::{Scale, Settings, Target, Verdict};
+use drills::{Scale, Settings, Verdict};
+use parity::subject::Subject;
 
 const CANDIDATE: &str = env!("CARGO_BIN_EXE_mtproto-proxy");
 
@@ -20,7 +21,7 @@ fn out_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn options(target: Target, only: &[&str], out: &Path) -> RunOptions {
+fn options(target: Subject, only: &[&str], out: &Path) -> RunOptions {
     RunOptions {
         candidate: target,
         reference: None,
@@ -43,7 +44,7 @@ fn assert_valid_against_schema(report: &Path) {
 async fn every_drill_runs_at_its_tiny_scale_and_the_report_matches_its_schema() {
     let _serial = SERIAL.lock().await;
     let out = out_dir("tiny");
-    let report = report::run(options(Target::new("candidate", CANDIDATE), &[], &out))
+    let report = report::run(options(Subject::new("candidate", CANDIDATE), &[], &out))
         .await
         .expect("the drills run");
     assert_eq!(
@@ -140,7 +141,7 @@ async fn every_drill_runs_at_its_tiny_scale_and_the_report_matches_its_schema() 
 async fn a_planted_descriptor_leak_fails_fd_churn_and_the_exit_status() {
     let _serial = SERIAL.lock().await;
     let out = out_dir("leak");
-    let mut leaky = Target::new("candidate", CANDIDATE);
+    let mut leaky = Subject::new("candidate", CANDIDATE);
     leaky.env.push(("MTPROXY_TEST_LEAK_FD".into(), "1".into()));
     let report = report::run(options(leaky, &["fd_churn"], &out))
         .await

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use drills::report::{self, RunOptions};
-use drills::{Settings, Target};
+use drills::Settings;
+use parity::subject::Subject;
 
 /// Arguments of `cargo xtask drill`.
 #[derive(Debug, clap::Args)]
@@ -51,8 +52,8 @@ impl Drill {
         let scale = crate::args::scale(self.tiny, self.quick);
         let tty = std::io::stderr().is_terminal();
         let opts = RunOptions {
-            candidate: Target::new("candidate", candidate),
-            reference: reference.map(|r| Target::new("reference", r)),
+            candidate: Subject::new("candidate", candidate),
+            reference: reference.map(|r| Subject::new("reference", r)),
             only: self.only,
             settings: Settings::new(scale, self.soak_minutes),
             out_dir: self

@@ -738,8 +738,8 @@ fn drills_part(
     dir: &Path,
 ) -> anyhow::Result<Part> {
     let opts = drills::report::RunOptions {
-        candidate: drills::Target::new("candidate", candidate),
-        reference: reference.map(|r| drills::Target::new("reference", r)),
+        candidate: parity::subject::Subject::new("candidate", candidate),
+        reference: reference.map(|r| parity::subject::Subject::new("reference", r)),
         only: Vec::new(),
         settings: drills::Settings::new(drills::Scale::Quick, 2),
         out_dir: dir.to_path_buf(),

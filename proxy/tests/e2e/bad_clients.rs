@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 use anyhow::ensure;
 use mtproxy::protocol::transport::Transport;
 use parity::client::{self, encrypted_message, Reaction};
+use parity::subject::Subject;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::support::{each_target, note, num, Rig, Setup, Target};
+use crate::support::{each_subject, note, num, Rig, Setup};
 
 const TRANSPORTS: [Transport; 3] = [
     Transport::Abridged,
@@ -29,8 +30,8 @@ async fn still_serves(rig: &Rig, seed: u64) -> anyhow::Result<()> {
     rig.alive()
 }
 
-async fn silence_for_two_seconds(target: &Target) -> anyhow::Result<()> {
-    let rig = Rig::start(target, Setup::default()).await?;
+async fn silence_for_two_seconds(subject: &Subject) -> anyhow::Result<()> {
+    let rig = Rig::start(subject, Setup::default()).await?;
     let wait = Duration::from_secs(2);
     let (a, b, c) = tokio::join!(
         client::wrong_secret(rig.addr(), Transport::Abridged, 60, wait),
@@ -52,9 +53,9 @@ async fn silence_for_two_seconds(target: &Target) -> anyhow::Result<()> {
 
 /// The candidate only: with `MTPROXY_PRE_AUTH_TIMEOUT=2` the silent connection is closed
 /// after about 2 s (divergence `wrong-secret-idle-timeout`: C never closes it).
-async fn bounded_pre_auth(target: &Target) -> anyhow::Result<()> {
+async fn bounded_pre_auth(subject: &Subject) -> anyhow::Result<()> {
     let rig = Rig::start(
-        target,
+        subject,
         Setup {
             env: vec![("MTPROXY_PRE_AUTH_TIMEOUT".into(), "2".into())],
             ..Setup::default()
@@ -92,15 +93,15 @@ async fn bounded_pre_auth(target: &Target) -> anyhow::Result<()> {
     still_serves(&rig, 64).await
 }
 
-async fn wrong_secret(target: &Target) -> anyhow::Result<()> {
-    if target.is_candidate() {
-        let (a, b) = tokio::join!(silence_for_two_seconds(target), bounded_pre_auth(target));
+async fn wrong_secret(subject: &Subject) -> anyhow::Result<()> {
+    if subject.is_candidate() {
+        let (a, b) = tokio::join!(silence_for_two_seconds(subject), bounded_pre_auth(subject));
         a?;
         b
     } else {
         // Divergence `wrong-secret-idle-timeout`: C holds the connection forever, so only
         // the silence is checked on the reference.
-        silence_for_two_seconds(target).await
+        silence_for_two_seconds(subject).await
     }
 }
 
@@ -108,15 +109,15 @@ async fn wrong_secret(target: &Target) -> anyhow::Result<()> {
 /// candidate also closes it after its bounded pre-authentication time.
 #[tokio::test]
 async fn wrong_secret_is_silent_and_bounded_on_the_candidate() {
-    each_target(
+    each_subject(
         "wrong_secret_is_silent_and_bounded_on_the_candidate",
         |t| async move { wrong_secret(&t).await },
     )
     .await;
 }
 
-async fn invalid_packet(target: &Target) -> anyhow::Result<()> {
-    let rig = Rig::start(target, Setup::default()).await?;
+async fn invalid_packet(subject: &Subject) -> anyhow::Result<()> {
+    let rig = Rig::start(subject, Setup::default()).await?;
     let before = num(&rig.stats().await?, "mtproto_proxy_errors")?;
     for (i, t) in TRANSPORTS.into_iter().enumerate() {
         let cfg = rig.cfg(t, 2, 80 + i as u64);
@@ -139,7 +140,7 @@ async fn invalid_packet(target: &Target) -> anyhow::Result<()> {
         TRANSPORTS.len()
     );
     let after = num(&rig.stats().await?, "mtproto_proxy_errors")?;
-    if target.is_candidate() {
+    if subject.is_candidate() {
         ensure!(
             after >= before + TRANSPORTS.len() as i64,
             "mtproto_proxy_errors {before} → {after}, expected +{}",
@@ -157,15 +158,15 @@ async fn invalid_packet(target: &Target) -> anyhow::Result<()> {
 /// Scenario 8: an invalid packet is dropped without closing the client.
 #[tokio::test]
 async fn invalid_packet_is_dropped_without_closing() {
-    each_target(
+    each_subject(
         "invalid_packet_is_dropped_without_closing",
         |t| async move { invalid_packet(&t).await },
     )
     .await;
 }
 
-async fn oversize(target: &Target) -> anyhow::Result<()> {
-    let rig = Rig::start(target, Setup::default()).await?;
+async fn oversize(subject: &Subject) -> anyhow::Result<()> {
+    let rig = Rig::start(subject, Setup::default()).await?;
     for (i, t) in TRANSPORTS.into_iter().enumerate() {
         let r = client::oversize_frame(
             rig.addr(),
@@ -191,15 +192,15 @@ async fn oversize(target: &Target) -> anyhow::Result<()> {
 /// Scenario 9: a frame above 1 044 480 bytes closes the connection (every transport).
 #[tokio::test]
 async fn oversize_frame_closes_the_connection() {
-    each_target("oversize_frame_closes_the_connection", |t| async move {
+    each_subject("oversize_frame_closes_the_connection", |t| async move {
         oversize(&t).await
     })
     .await;
 }
 
-async fn short_padded(target: &Target) -> anyhow::Result<()> {
-    let rig = Rig::start(target, Setup::default()).await?;
-    if target.is_candidate() {
+async fn short_padded(subject: &Subject) -> anyhow::Result<()> {
+    let rig = Rig::start(subject, Setup::default()).await?;
+    if subject.is_candidate() {
         for len in 1..=3u8 {
             let r = client::short_padded_frame(
                 rig.addr(),
@@ -252,7 +253,7 @@ async fn short_padded(target: &Target) -> anyhow::Result<()> {
 /// which keeps serving; the C reference aborts (divergence c-aborts-on-short-padded-frame).
 #[tokio::test]
 async fn short_padded_frame_closes_only_that_connection() {
-    each_target(
+    each_subject(
         "short_padded_frame_closes_only_that_connection",
         |t| async move { short_padded(&t).await },
     )

@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::process::{Child, Command};
 
-use crate::support::{note, num, poll, Rig, Scratch, Setup, Target, LINKS_PER_TARGET};
+use crate::support::{candidate, note, num, poll, Rig, Scratch, Setup, LINKS_PER_TARGET};
 
 const WAIT: Duration = Duration::from_secs(20);
 const DRAIN: &str = "6";
@@ -107,11 +107,7 @@ fn handover_args(sock: &Path, more: &[&str]) -> Vec<String> {
 async fn upgrade_under_traffic(workers: u32) -> anyhow::Result<()> {
     let dir = Scratch::new("handover")?;
     let sock = dir.join("handover.sock");
-    let rig = Rig::start(
-        &Target::candidate(),
-        rig_setup(workers, &handover_args(&sock, &[])),
-    )
-    .await?;
+    let rig = Rig::start(&candidate(), rig_setup(workers, &handover_args(&sock, &[]))).await?;
     let old = rig.proxy.pid();
     let mut long = rig.client(Transport::PaddedIntermediate, 2, 7).await?;
     echo(&mut long, 7).await?;
@@ -213,7 +209,7 @@ async fn a_failed_new_binary_leaves_the_old_one_serving() {
         let dir = Scratch::new("handover-fail")?;
         let sock = dir.join("handover.sock");
         let rig = Rig::start(
-            &Target::candidate(),
+            &candidate(),
             rig_setup(0, &handover_args(&sock, &["--handover-timeout", "1"])),
         )
         .await?;
@@ -308,7 +304,7 @@ async fn a_planted_cut_at_handover_closes_the_established_client() {
         let sock = dir.join("handover.sock");
         let mut setup = rig_setup(0, &handover_args(&sock, &[]));
         setup.env = vec![("MTPROXY_TEST_HANDOVER_CUT".into(), "1".into())];
-        let rig = Rig::start(&Target::candidate(), setup).await?;
+        let rig = Rig::start(&candidate(), setup).await?;
         let mut long = rig.client(Transport::Intermediate, 2, 5).await?;
         echo(&mut long, 5).await?;
         let (_new, log) = start_new(&rig, &dir, "new", &[])?;
@@ -334,7 +330,7 @@ async fn systemd_socket_activation_serves_on_the_passed_socket() {
     use std::os::fd::AsRawFd;
     let run = async {
         let dir = Scratch::new("systemd")?;
-        let rig = Rig::start(&Target::candidate(), rig_setup(0, &[])).await?;
+        let rig = Rig::start(&candidate(), rig_setup(0, &[])).await?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         nix::fcntl::fcntl(

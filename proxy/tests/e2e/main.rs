@@ -1,7 +1,7 @@
 //! End-to-end tests of the `mtproto-proxy` binary (issue #3): the real process on
 //! loopback, against the parity harness's fake middle-end (FakeMe) and client simulator.
 //!
-//! Every scenario is written once as `async fn scenario(target: &Target)` and runs for the
+//! Every scenario is written once as `async fn scenario(subject: &Subject)` and runs for the
 //! candidate (this workspace's binary) and, when `MTPROXY_C_BIN` names a C build, for that
 //! reference too. The assertions differ only where a documented divergence
 //! (`parity/divergences.json`, `c-mtproxy.md`) says so; each such branch names it.

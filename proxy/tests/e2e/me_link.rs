@@ -6,16 +6,17 @@ use anyhow::ensure;
 use bytes::Bytes;
 use mtproxy::protocol::transport::Transport;
 use parity::client::encrypted_message;
+use parity::subject::Subject;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::support::{each_target, note, num, Rig, Setup, Target, LINKS_PER_TARGET};
+use crate::support::{each_subject, note, num, Rig, Setup, LINKS_PER_TARGET};
 
 /// C retries after ~1.1 s, then ~1.6 s, … (§5.1); recovery must come well within this.
 const RECOVERY: Duration = Duration::from_secs(10);
 
-async fn loss_and_recovery(target: &Target) -> anyhow::Result<()> {
-    let rig = Rig::start(target, Setup::default()).await?;
+async fn loss_and_recovery(subject: &Subject) -> anyhow::Result<()> {
+    let rig = Rig::start(subject, Setup::default()).await?;
     let me = rig.me();
     let mut rng = StdRng::seed_from_u64(5);
     let mut pinned = Vec::new();
@@ -49,7 +50,7 @@ async fn loss_and_recovery(target: &Target) -> anyhow::Result<()> {
     .await?;
     note(&format!(
         "{}: {dropped} ME links dropped; a full set of new handshakes {:?} later",
-        target.name(),
+        subject.name(),
         lost_at.elapsed()
     ));
     rig.wait_stats("a ready target again", RECOVERY, |s| {
@@ -86,7 +87,7 @@ async fn loss_and_recovery(target: &Target) -> anyhow::Result<()> {
 /// new clients echo; an answer for an unknown conn id gets CLOSE_CONN and is counted.
 #[tokio::test]
 async fn me_loss_closes_pinned_clients_and_recovers() {
-    each_target(
+    each_subject(
         "me_loss_closes_pinned_clients_and_recovers",
         |t| async move { loss_and_recovery(&t).await },
     )

@@ -7,10 +7,11 @@ use anyhow::{ensure, Context};
 use mtproxy::protocol::transport::Transport;
 use parity::client::encrypted_message;
 use parity::process::Signal;
+use parity::subject::Subject;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::support::{each_target, md5_hex, note, num, poll, Rig, Scratch, Setup, Target};
+use crate::support::{each_subject, md5_hex, note, num, poll, Rig, Scratch, Setup};
 
 /// The candidate waits for answers still in flight for at most 5 s, then closes the rest;
 /// C exits at once.
@@ -29,8 +30,8 @@ enum Load {
     Unpinned,
 }
 
-async fn sigterm(target: &Target, load: Load) -> anyhow::Result<Duration> {
-    let rig = Rig::start(target, Setup::default()).await?;
+async fn sigterm(subject: &Subject, load: Load) -> anyhow::Result<Duration> {
+    let rig = Rig::start(subject, Setup::default()).await?;
     let mut client = None;
     if load != Load::Idle {
         let mut c = rig.client(Transport::Intermediate, 2, 13).await?;
@@ -75,11 +76,11 @@ async fn sigterm(target: &Target, load: Load) -> anyhow::Result<Duration> {
     Ok(out.elapsed)
 }
 
-async fn sigterm_all(target: &Target) -> anyhow::Result<()> {
+async fn sigterm_all(subject: &Subject) -> anyhow::Result<()> {
     let (idle, pinned, unpinned) = tokio::join!(
-        sigterm(target, Load::Idle),
-        sigterm(target, Load::Pinned),
-        sigterm(target, Load::Unpinned)
+        sigterm(subject, Load::Idle),
+        sigterm(subject, Load::Pinned),
+        sigterm(subject, Load::Unpinned)
     );
     let (idle, pinned, unpinned) = (
         idle.context("idle")?,
@@ -89,7 +90,7 @@ async fn sigterm_all(target: &Target) -> anyhow::Result<()> {
     note(&format!(
         "{}: SIGTERM → exit 0 in {idle:?} idle, {pinned:?} with a pinned client, \
          {unpinned:?} with a client that sent only its header",
-        target.name()
+        subject.name()
     ));
     for (what, took) in [
         ("an idle proxy", idle),
@@ -105,18 +106,18 @@ async fn sigterm_all(target: &Target) -> anyhow::Result<()> {
 /// with a client that is not pinned yet), timed.
 #[tokio::test]
 async fn sigterm_exits_zero_after_a_bounded_drain() {
-    each_target("sigterm_exits_zero_after_a_bounded_drain", |t| async move {
+    each_subject("sigterm_exits_zero_after_a_bounded_drain", |t| async move {
         sigterm_all(&t).await
     })
     .await;
 }
 
-async fn sigusr1(target: &Target) -> anyhow::Result<()> {
+async fn sigusr1(subject: &Subject) -> anyhow::Result<()> {
     let dir = Scratch::new("usr1")?;
     let log = dir.join("proxy.log");
     let rotated = dir.join("proxy.log.1");
     let rig = Rig::start(
-        target,
+        subject,
         Setup {
             extra_args: vec!["-l".into(), log.display().to_string()],
             ..Setup::default()
@@ -124,7 +125,7 @@ async fn sigusr1(target: &Target) -> anyhow::Result<()> {
     )
     .await?;
     let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
-    if target.is_candidate() {
+    if subject.is_candidate() {
         poll(
             "start-up lines in the -l file",
             Duration::from_secs(5),
@@ -165,7 +166,7 @@ async fn sigusr1(target: &Target) -> anyhow::Result<()> {
     )
     .await
     .with_context(|| rig.ctx("SIGUSR1 after the rename"))?;
-    if target.is_candidate() {
+    if subject.is_candidate() {
         poll(
             "the reopen noted in the new file",
             Duration::from_secs(5),
@@ -183,7 +184,7 @@ async fn sigusr1(target: &Target) -> anyhow::Result<()> {
         .await?;
     note(&format!(
         "{}: after the rename and SIGUSR1 the new -l file holds {} bytes",
-        target.name(),
+        subject.name(),
         read(&log).len()
     ));
     rig.alive()
@@ -193,16 +194,16 @@ async fn sigusr1(target: &Target) -> anyhow::Result<()> {
 /// write to a new FILE (logrotate).
 #[tokio::test]
 async fn sigusr1_reopens_the_log_file() {
-    each_target("sigusr1_reopens_the_log_file", |t| async move {
+    each_subject("sigusr1_reopens_the_log_file", |t| async move {
         sigusr1(&t).await
     })
     .await;
 }
 
-async fn sighup(target: &Target) -> anyhow::Result<()> {
+async fn sighup(subject: &Subject) -> anyhow::Result<()> {
     // FakeMe 0 serves dcs 1, 2, -2 at first; FakeMe 1 is unused until the reload.
     let rig = Rig::start(
-        target,
+        subject,
         Setup {
             mes: 2,
             routes: Some(vec![(1, 0), (2, 0), (-2, 0)]),
@@ -235,7 +236,7 @@ async fn sighup(target: &Target) -> anyhow::Result<()> {
     let new_md5 = md5_hex(new_text.as_bytes());
     rig.proxy.signal(Signal::SIGHUP)?;
     let reloaded = b.wait_handshakes(4, Duration::from_secs(10)).await;
-    if target.is_reference() && reloaded.is_err() {
+    if subject.is_reference() && reloaded.is_err() {
         // Divergence `sighup-reload`: upstream C logs SIGHUP and does nothing (the
         // GetPageSpeed fork reloads). Such a build must at least stay up, unchanged.
         let s = rig.stats().await?;
@@ -315,7 +316,7 @@ async fn sighup(target: &Target) -> anyhow::Result<()> {
 /// clients of a target that stays keep working); a bad config is refused and logged.
 #[tokio::test]
 async fn sighup_reloads_and_refuses_a_bad_config() {
-    each_target("sighup_reloads_and_refuses_a_bad_config", |t| async move {
+    each_subject("sighup_reloads_and_refuses_a_bad_config", |t| async move {
         sighup(&t).await
     })
     .await;

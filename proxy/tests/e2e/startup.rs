@@ -7,9 +7,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use parity::subject::Subject;
 use tokio::process::Command;
 
-use crate::support::{no_reference, note, Scratch, Target};
+use crate::support::{candidate, no_reference, note, reference, Scratch};
 
 /// How a start-up ended.
 #[derive(Debug, Clone)]
@@ -170,21 +171,21 @@ fn cases(dir: &Scratch, bound: u16) -> anyhow::Result<Vec<Case>> {
     Ok(v)
 }
 
-/// Runs every case on `target`; returns `(case, exit class)`.
-async fn exit_codes(target: &Target) -> anyhow::Result<Vec<(&'static str, String)>> {
+/// Runs every case on `subject`; returns `(case, exit class)`.
+async fn exit_codes(subject: &Subject) -> anyhow::Result<Vec<(&'static str, String)>> {
     let dir = Scratch::new("exit")?;
     let held = TcpListener::bind("127.0.0.1:0")?;
     let port = held.local_addr()?.port();
     let mut got = Vec::new();
     let mut errors = Vec::new();
     for case in cases(&dir, port)? {
-        let r = run(&target.binary, &case.args).await?;
+        let r = run(&subject.binary, &case.args).await?;
         let all = format!("{}\n{}", r.stdout, r.stderr);
         let class = r.class();
         let fail = |why: String| {
             format!(
                 "{} `{}`: {why}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                target.name(),
+                subject.name(),
                 case.name,
                 r.stdout.chars().take(400).collect::<String>(),
                 r.stderr
@@ -197,7 +198,7 @@ async fn exit_codes(target: &Target) -> anyhow::Result<Vec<(&'static str, String
                     .collect::<String>()
             )
         };
-        let divergent_17 = case.name == "17 -S" && target.is_reference();
+        let divergent_17 = case.name == "17 -S" && subject.is_reference();
         match &case.want {
             _ if divergent_17 => {
                 // Divergence `seventeenth-secret`: C hits assert() on the 17th -S and
@@ -243,11 +244,11 @@ async fn exit_codes(target: &Target) -> anyhow::Result<Vec<(&'static str, String
 #[tokio::test]
 async fn start_up_failures_exit_with_c_codes() {
     let name = "start_up_failures_exit_with_c_codes";
-    let reference = Target::reference();
+    let reference = reference();
     if reference.is_none() {
         no_reference(name);
     }
-    let candidate = Target::candidate();
+    let candidate = candidate();
     let (cand, refr) = tokio::join!(exit_codes(&candidate), async {
         match &reference {
             Some(r) => Some(exit_codes(r).await),

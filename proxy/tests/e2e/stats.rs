@@ -7,10 +7,11 @@ use std::time::Duration;
 use anyhow::{ensure, Context};
 use mtproxy::protocol::transport::Transport;
 use parity::client::{encrypted_message, unencrypted_req_pq_multi};
+use parity::subject::Subject;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::support::{each_target, http_get, md5_hex, num, Rig, Setup, Stats, Target, TAG};
+use crate::support::{each_subject, http_get, md5_hex, num, Rig, Setup, Stats, TAG};
 
 /// Keys every build must report (C's names).
 const REQUIRED: [&str; 25] = [
@@ -56,9 +57,9 @@ fn delta(before: &Stats, after: &Stats, key: &str) -> anyhow::Result<i64> {
     Ok(num(after, key)? - num(before, key)?)
 }
 
-async fn stats_page(target: &Target) -> anyhow::Result<()> {
+async fn stats_page(subject: &Subject) -> anyhow::Result<()> {
     let rig = Rig::start(
-        target,
+        subject,
         Setup {
             tag: Some(TAG),
             ..Setup::default()
@@ -172,7 +173,7 @@ async fn stats_page(target: &Target) -> anyhow::Result<()> {
         let (status, _, _) = http_get(stats_addr, path).await?;
         ensure!(status == 404, "GET {path}: {status}, expected 404");
     }
-    if target.is_candidate() {
+    if subject.is_candidate() {
         let (status, head, body) = http_get(stats_addr, "/metrics").await?;
         ensure!(status == 200, "GET /metrics: {status}");
         ensure!(
@@ -309,7 +310,7 @@ fn check_metrics(body: &str, payload_bytes: usize) -> anyhow::Result<()> {
 /// other paths get 404; the candidate also serves Prometheus text at `/metrics`.
 #[tokio::test]
 async fn stats_page_reports_c_keys_and_counters() {
-    each_target("stats_page_reports_c_keys_and_counters", |t| async move {
+    each_subject("stats_page_reports_c_keys_and_counters", |t| async move {
         stats_page(&t).await
     })
     .await;

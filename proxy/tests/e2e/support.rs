@@ -1,5 +1,5 @@
-//! Fixtures shared by the scenarios: the [`Target`] under test (the candidate binary, and
-//! the C reference when `MTPROXY_C_BIN` is set), a [`Rig`] (FakeMes + one proxy process,
+//! Fixtures shared by the scenarios: the [`Subject`] under test (the [`candidate`] binary,
+//! and the C [`reference`] when `MTPROXY_C_BIN` is set), a [`Rig`] (FakeMes + one proxy process,
 //! ready), `/stats` helpers and bounded waits.
 
 use std::collections::BTreeMap;
@@ -13,6 +13,7 @@ use mtproxy::protocol::transport::Transport;
 use parity::client::{ClientConfig, SimClient};
 use parity::fake_me::FakeMe;
 use parity::process::ProxyProcess;
+use parity::subject::Subject;
 use rand::RngCore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -34,62 +35,18 @@ const PORT_RACE_ATTEMPTS: u32 = 4;
 /// C opens this many links per target and process (§5.1).
 pub const LINKS_PER_TARGET: usize = 4;
 
-/// Which build a scenario runs against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// The Rust port (`mtproto-proxy` of this workspace).
-    Candidate,
-    /// The C build named by `MTPROXY_C_BIN`.
-    Reference,
+/// The candidate: this workspace's `mtproto-proxy`.
+pub fn candidate() -> Subject {
+    Subject::candidate(env!("CARGO_BIN_EXE_mtproto-proxy"))
 }
 
-/// A binary under test.
-#[derive(Debug, Clone)]
-pub struct Target {
-    /// Candidate or reference.
-    pub side: Side,
-    /// The binary.
-    pub binary: PathBuf,
-}
-
-impl Target {
-    /// The candidate: this workspace's `mtproto-proxy`.
-    pub fn candidate() -> Self {
-        Self {
-            side: Side::Candidate,
-            binary: PathBuf::from(env!("CARGO_BIN_EXE_mtproto-proxy")),
-        }
+/// The C reference, when `MTPROXY_C_BIN` names it.
+pub fn reference() -> Option<Subject> {
+    let bin = std::env::var_os("MTPROXY_C_BIN")?;
+    if bin.is_empty() {
+        return None;
     }
-
-    /// The C reference, when `MTPROXY_C_BIN` names it.
-    pub fn reference() -> Option<Self> {
-        let bin = std::env::var_os("MTPROXY_C_BIN")?;
-        if bin.is_empty() {
-            return None;
-        }
-        Some(Self {
-            side: Side::Reference,
-            binary: PathBuf::from(bin),
-        })
-    }
-
-    /// Whether this is the candidate.
-    pub fn is_candidate(&self) -> bool {
-        self.side == Side::Candidate
-    }
-
-    /// Whether this is the C reference.
-    pub fn is_reference(&self) -> bool {
-        self.side == Side::Reference
-    }
-
-    /// `candidate` or `reference`.
-    pub fn name(&self) -> &'static str {
-        match self.side {
-            Side::Candidate => "candidate",
-            Side::Reference => "reference",
-        }
-    }
+    Some(Subject::reference(bin))
 }
 
 /// Prints the one-line notice of no-reference mode.
@@ -106,16 +63,16 @@ pub fn note(msg: &str) {
 
 /// Runs `scenario` for the candidate and, when `MTPROXY_C_BIN` is set, for the reference
 /// (concurrently); fails with every side's error.
-pub async fn each_target<F, Fut>(test: &str, scenario: F)
+pub async fn each_subject<F, Fut>(test: &str, scenario: F)
 where
-    F: Fn(Target) -> Fut,
+    F: Fn(Subject) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let reference = Target::reference();
+    let reference = reference();
     if reference.is_none() {
         no_reference(test);
     }
-    let (cand, refr) = tokio::join!(scenario(Target::candidate()), async {
+    let (cand, refr) = tokio::join!(scenario(candidate()), async {
         match reference {
             Some(r) => Some(scenario(r).await),
             None => None,
@@ -173,7 +130,7 @@ impl Default for Setup {
 /// A proxy with its FakeMes, ready for clients.
 pub struct Rig {
     /// What runs.
-    pub target: Target,
+    pub subject: Subject,
     /// The fake middle ends (index 0 first).
     pub mes: Vec<FakeMe>,
     /// The proxy process.
@@ -193,10 +150,10 @@ impl Rig {
     /// process's outgoing connection can take such a port before the proxy binds it. A
     /// start-up that died of "Address already in use" is therefore retried with new
     /// ports (a few times); any other failure is returned at once.
-    pub async fn start(target: &Target, setup: Setup) -> anyhow::Result<Rig> {
+    pub async fn start(subject: &Subject, setup: Setup) -> anyhow::Result<Rig> {
         let mut attempt = 1;
         loop {
-            match Self::try_start(target, setup.clone()).await {
+            match Self::try_start(subject, setup.clone()).await {
                 Ok(rig) => return Ok(rig),
                 Err((_, true)) if attempt < PORT_RACE_ATTEMPTS => attempt += 1,
                 Err((e, _)) => return Err(e),
@@ -205,7 +162,7 @@ impl Rig {
     }
 
     /// One start attempt; the flag says whether it lost a port race.
-    async fn try_start(target: &Target, setup: Setup) -> Result<Rig, (anyhow::Error, bool)> {
+    async fn try_start(subject: &Subject, setup: Setup) -> Result<Rig, (anyhow::Error, bool)> {
         // With `-l FILE` the candidate logs there, not to the captured stderr.
         let log_file = setup
             .extra_args
@@ -214,7 +171,7 @@ impl Rig {
             .and_then(|i| setup.extra_args.get(i + 1))
             .map(PathBuf::from);
         let mut proxy = None;
-        let r = Self::try_start_inner(target, setup, &mut proxy).await;
+        let r = Self::try_start_inner(subject, setup, &mut proxy).await;
         r.map_err(|e| {
             const TAKEN: &str = "Address already in use";
             let raced = proxy.as_ref().is_some_and(|p: &ProxyProcess| {
@@ -229,7 +186,7 @@ impl Rig {
     }
 
     async fn try_start_inner(
-        target: &Target,
+        subject: &Subject,
         setup: Setup,
         slot: &mut Option<ProxyProcess>,
     ) -> anyhow::Result<Rig> {
@@ -260,8 +217,8 @@ impl Rig {
         let mut targets: Vec<SocketAddr> = routes.iter().map(|(_, a)| *a).collect();
         targets.sort();
         targets.dedup();
-        let mut b = ProxyProcess::builder(&target.binary)
-            .label(target.name())
+        let mut b = ProxyProcess::builder(&subject.binary)
+            .label(subject.name())
             .secrets(&setup.secrets)
             .maybe_proxy_tag(setup.tag)
             .me_targets(&routes)
@@ -281,7 +238,7 @@ impl Rig {
                 .with_context(|| proxy.log_tail(20))?;
         }
         let rig = Rig {
-            target: target.clone(),
+            subject: subject.clone(),
             mes,
             proxy: slot.take().context("proxy slot")?,
             secrets: setup.secrets,
@@ -345,8 +302,8 @@ impl Rig {
     pub fn ctx(&self, what: &str) -> String {
         format!(
             "{what} ({} {}; exit {:?})\n--- proxy log tail ---\n{}",
-            self.target.name(),
-            self.target.binary.display(),
+            self.subject.name(),
+            self.subject.binary.display(),
             self.proxy.exit_info().map(|e| e.class()),
             self.proxy.log_tail(25)
         )

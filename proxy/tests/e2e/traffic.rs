@@ -11,10 +11,11 @@ use mtproxy::protocol::transport::Transport;
 use parity::client::{
     encrypted_message, expected_confirm, unencrypted_req_pq_multi, ClientConfig, SimClient,
 };
+use parity::subject::Subject;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-use crate::support::{each_target, num, Rig, Setup, Target, CLIENT_TIMEOUT, SECRET, TAG};
+use crate::support::{each_subject, num, Rig, Setup, CLIENT_TIMEOUT, SECRET, TAG};
 
 const TRANSPORTS: [Transport; 3] = [
     Transport::Abridged,
@@ -133,10 +134,10 @@ async fn one_client(
     Ok(rec.ext_conn_id)
 }
 
-async fn round_trips_with(target: &Target, tag: Option<[u8; 16]>) -> anyhow::Result<()> {
+async fn round_trips_with(subject: &Subject, tag: Option<[u8; 16]>) -> anyhow::Result<()> {
     // dc 2 (also the default) → FakeMe 0; dc -2 → FakeMe 1; dc 99 is unknown → default.
     let rig = Rig::start(
-        target,
+        subject,
         Setup {
             mes: 2,
             routes: Some(vec![(2, 0), (-2, 1)]),
@@ -157,10 +158,10 @@ async fn round_trips_with(target: &Target, tag: Option<[u8; 16]>) -> anyhow::Res
     rig.alive()
 }
 
-async fn round_trips(target: &Target) -> anyhow::Result<()> {
+async fn round_trips(subject: &Subject) -> anyhow::Result<()> {
     let (a, b) = tokio::join!(
-        round_trips_with(target, None),
-        round_trips_with(target, Some(TAG))
+        round_trips_with(subject, None),
+        round_trips_with(subject, Some(TAG))
     );
     a.context("without -P")?;
     b.context("with -P")
@@ -169,15 +170,15 @@ async fn round_trips(target: &Target) -> anyhow::Result<()> {
 /// Scenario 1: every transport × dc 2 / -2 / 99 (default cluster) × with and without `-P`.
 #[tokio::test]
 async fn transports_dcs_and_tag_round_trip_with_exact_flags() {
-    each_target(
+    each_subject(
         "transports_dcs_and_tag_round_trip_with_exact_flags",
         |t| async move { round_trips(&t).await },
     )
     .await;
 }
 
-async fn ping_pong(target: &Target) -> anyhow::Result<()> {
-    let rig = Rig::start(target, Setup::default()).await?;
+async fn ping_pong(subject: &Subject) -> anyhow::Result<()> {
+    let rig = Rig::start(subject, Setup::default()).await?;
     let id = 0x1122_3344_5566_7788_i64;
     let n = rig.me().send_ping(id).await?;
     ensure!(n >= 1, "no ready link to ping");
@@ -197,14 +198,14 @@ async fn ping_pong(target: &Target) -> anyhow::Result<()> {
 /// Scenario 2: RPC_PING from the ME → RPC_PONG with the same id on every link.
 #[tokio::test]
 async fn me_ping_is_answered_with_pong() {
-    each_target("me_ping_is_answered_with_pong", |t| async move {
+    each_subject("me_ping_is_answered_with_pong", |t| async move {
         ping_pong(&t).await
     })
     .await;
 }
 
-async fn close_ext(target: &Target) -> anyhow::Result<()> {
-    let rig = Rig::start(target, Setup::default()).await?;
+async fn close_ext(subject: &Subject) -> anyhow::Result<()> {
+    let rig = Rig::start(subject, Setup::default()).await?;
     let mut rng = StdRng::seed_from_u64(3);
     let mut a = rig.client(Transport::Intermediate, 2, 31).await?;
     let mut b = rig.client(Transport::Abridged, 2, 32).await?;
@@ -241,14 +242,14 @@ async fn close_ext(target: &Target) -> anyhow::Result<()> {
 /// Scenario 3: RPC_CLOSE_EXT closes exactly that client.
 #[tokio::test]
 async fn close_ext_closes_only_that_client() {
-    each_target("close_ext_closes_only_that_client", |t| async move {
+    each_subject("close_ext_closes_only_that_client", |t| async move {
         close_ext(&t).await
     })
     .await;
 }
 
-async fn client_close(target: &Target) -> anyhow::Result<()> {
-    let rig = Rig::start(target, Setup::default()).await?;
+async fn client_close(subject: &Subject) -> anyhow::Result<()> {
+    let rig = Rig::start(subject, Setup::default()).await?;
     let mut rng = StdRng::seed_from_u64(4);
     let mut c = rig.client(Transport::PaddedIntermediate, -3, 41).await?;
     let local = c.local_addr()?;
@@ -291,16 +292,16 @@ async fn client_close(target: &Target) -> anyhow::Result<()> {
 /// Scenario 4: a client that closes → RPC_CLOSE_CONN with its conn id, on its link.
 #[tokio::test]
 async fn client_close_sends_close_conn() {
-    each_target("client_close_sends_close_conn", |t| async move {
+    each_subject("client_close_sends_close_conn", |t| async move {
         client_close(&t).await
     })
     .await;
 }
 
-async fn several_secrets(target: &Target) -> anyhow::Result<()> {
+async fn several_secrets(subject: &Subject) -> anyhow::Result<()> {
     let secrets = [[0xa1; 16], [0xb2; 16], [0xc3; 16]];
     let rig = Rig::start(
-        target,
+        subject,
         Setup {
             secrets: secrets.to_vec(),
             ..Setup::default()
@@ -336,7 +337,7 @@ async fn several_secrets(target: &Target) -> anyhow::Result<()> {
 /// Scenario 7: with three `-S`, clients of the 2nd and 3rd secret (and the 1st) echo.
 #[tokio::test]
 async fn every_secret_of_several_is_accepted() {
-    each_target("every_secret_of_several_is_accepted", |t| async move {
+    each_subject("every_secret_of_several_is_accepted", |t| async move {
         several_secrets(&t).await
     })
     .await;
@@ -345,8 +346,8 @@ async fn every_secret_of_several_is_accepted() {
 const CLIENTS: usize = 200;
 const REQUESTS: usize = 3;
 
-async fn many_clients(target: &Target) -> anyhow::Result<()> {
-    let rig = Rig::start(target, Setup::default()).await?;
+async fn many_clients(subject: &Subject) -> anyhow::Result<()> {
+    let rig = Rig::start(subject, Setup::default()).await?;
     let addr = rig.addr();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..CLIENTS {
@@ -429,7 +430,7 @@ async fn many_clients(target: &Target) -> anyhow::Result<()> {
 /// every echo is byte-exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_clients_echo_exactly() {
-    each_target(
+    each_subject(
         "two_hundred_concurrent_clients_echo_exactly",
         |t| async move { many_clients(&t).await },
     )

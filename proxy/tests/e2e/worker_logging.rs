@@ -20,11 +20,12 @@ use mtproxy::protocol::transport::Transport;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{Pid, Uid};
 use parity::client::encrypted_message;
+use parity::subject::Subject;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::support::{
-    children_of, each_target, note, poll, Rig, Scratch, Setup, Target, LINKS_PER_TARGET,
+    candidate, children_of, each_subject, note, poll, Rig, Scratch, Setup, LINKS_PER_TARGET,
 };
 
 const WORKERS: usize = 2;
@@ -56,7 +57,7 @@ async fn clients_echo(rig: &Rig, seed: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn operators_command_line(target: &Target) -> anyhow::Result<()> {
+async fn operators_command_line(subject: &Subject) -> anyhow::Result<()> {
     let root = Uid::effective().is_root();
     let dir = Scratch::new("worker-log")?;
     // A directory only root may write (when we are root).
@@ -69,13 +70,13 @@ async fn operators_command_line(target: &Target) -> anyhow::Result<()> {
     if !root {
         note("not root: -u nobody has no effect; the log directory is writable by this user");
     }
-    let processes_with_links = if target.is_candidate() {
+    let processes_with_links = if subject.is_candidate() {
         WORKERS
     } else {
         WORKERS + 1
     };
     let rig = Rig::start(
-        target,
+        subject,
         Setup {
             workers: WORKERS as u32,
             handshakes_per_me: LINKS_PER_TARGET * processes_with_links,
@@ -93,7 +94,7 @@ async fn operators_command_line(target: &Target) -> anyhow::Result<()> {
     .with_context(|| rig.ctx("workers"))?;
     clients_echo(&rig, 100).await?;
 
-    if target.is_reference() {
+    if subject.is_reference() {
         ensure!(
             !file.exists(),
             "C was expected not to open -l FILE before SIGUSR1 without -d"
@@ -189,7 +190,7 @@ async fn operators_command_line(target: &Target) -> anyhow::Result<()> {
 /// process, again after a rotation with SIGUSR1, and from a respawned worker.
 #[tokio::test]
 async fn workers_with_user_and_log_file_serve_and_log() {
-    each_target(
+    each_subject(
         "workers_with_user_and_log_file_serve_and_log",
         |t| async move { operators_command_line(&t).await },
     )
@@ -202,10 +203,10 @@ async fn workers_with_user_and_log_file_serve_and_log() {
 #[tokio::test]
 async fn workers_that_cannot_start_stop_the_master() {
     const PLANTED: &str = "planted start-up failure for the test";
-    let target = Target::candidate();
+    let subject = candidate();
     let dir = Scratch::new("worker-fail").expect("scratch dir");
     let file = dir.join("proxy.log");
-    let proxy = parity::process::ProxyProcess::builder(&target.binary)
+    let proxy = parity::process::ProxyProcess::builder(&subject.binary)
         .label("candidate")
         .secrets(&[crate::support::SECRET])
         .me_targets(&[(2, "127.0.0.1:1".parse().expect("addr"))])
@@ -243,9 +244,9 @@ async fn workers_that_cannot_start_stop_the_master() {
 /// before SIGUSR1).
 #[tokio::test]
 async fn an_unwritable_log_is_counted_and_never_stops_the_service() {
-    let target = Target::candidate();
+    let subject = candidate();
     let rig = Rig::start(
-        &target,
+        &subject,
         Setup {
             workers: WORKERS as u32,
             handshakes_per_me: LINKS_PER_TARGET * WORKERS,

@@ -8,25 +8,26 @@ use mtproxy::protocol::transport::Transport;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use parity::client::encrypted_message;
+use parity::subject::Subject;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::support::{
-    children_of, each_target, num, poll, Rig, Scratch, Setup, Target, LINKS_PER_TARGET, SECRET,
+    children_of, each_subject, num, poll, Rig, Scratch, Setup, LINKS_PER_TARGET, SECRET,
 };
 
 const WORKERS: usize = 2;
 
-async fn killed_worker(target: &Target) -> anyhow::Result<()> {
+async fn killed_worker(subject: &Subject) -> anyhow::Result<()> {
     // C's master opens its own links too (§5.1), the candidate's master does not.
-    let processes_with_links = if target.is_candidate() {
+    let processes_with_links = if subject.is_candidate() {
         WORKERS
     } else {
         WORKERS + 1
     };
     let links = LINKS_PER_TARGET * processes_with_links;
     let rig = Rig::start(
-        target,
+        subject,
         Setup {
             workers: WORKERS as u32,
             handshakes_per_me: links,
@@ -51,7 +52,7 @@ async fn killed_worker(target: &Target) -> anyhow::Result<()> {
     let before = rig.me().handshakes();
     kill(Pid::from_raw(victim as i32), Signal::SIGKILL)?;
 
-    if target.is_reference() {
+    if subject.is_reference() {
         // C: "Child N terminated, aborting" — the master SIGTERMs the rest and exits 1.
         let exit = rig.proxy.wait_exit(Duration::from_secs(10)).await;
         ensure!(
@@ -117,7 +118,7 @@ async fn killed_worker(target: &Target) -> anyhow::Result<()> {
 /// echo and `worker_restarts` counts it. C exits 1 instead (asserted as it stands).
 #[tokio::test]
 async fn killed_worker_is_respawned() {
-    each_target("killed_worker_is_respawned", |t| async move {
+    each_subject("killed_worker_is_respawned", |t| async move {
         killed_worker(&t).await
     })
     .await;
@@ -126,7 +127,7 @@ async fn killed_worker_is_respawned() {
 /// Starts `-M 2` with its output on pipes, waits until master and workers reached their
 /// main loop, closes the pipes (whoever read the output is gone), SIGKILLs the master and
 /// waits for the workers to exit.
-async fn orphaned_workers(target: &Target) -> anyhow::Result<()> {
+async fn orphaned_workers(subject: &Subject) -> anyhow::Result<()> {
     use std::process::Stdio;
     use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -137,7 +138,7 @@ async fn orphaned_workers(target: &Target) -> anyhow::Result<()> {
     std::fs::write(&conf, "default 2;\nproxy_for 2 127.0.0.1:1;\n")?;
     std::fs::write(&secret, [0x42u8; 128])?;
     let port = parity::process::free_port()?;
-    let mut child = tokio::process::Command::new(&target.binary)
+    let mut child = tokio::process::Command::new(&subject.binary)
         .args(["-u", "nobody", "-c", "4096", "-H", &port.to_string()])
         .args(["--address", "127.0.0.1", "-S", &hex::encode(SECRET)])
         .arg("--aes-pwd")
@@ -175,7 +176,7 @@ async fn orphaned_workers(target: &Target) -> anyhow::Result<()> {
         cleanup(&kids);
         anyhow::bail!(
             "{}: -M {WORKERS} did not come up ({up:?}, children {kids:?}):\n{}",
-            target.name(),
+            subject.name(),
             seen.join("\n")
         );
     }
@@ -198,7 +199,7 @@ async fn orphaned_workers(target: &Target) -> anyhow::Result<()> {
     gone.with_context(|| {
         format!(
             "{}: workers {kids:?} outlived their SIGKILLed master (output pipes closed)",
-            target.name()
+            subject.name()
         )
     })
 }
@@ -208,7 +209,7 @@ async fn orphaned_workers(target: &Target) -> anyhow::Result<()> {
 /// never noticed and kept serving the port as an orphan).
 #[tokio::test]
 async fn workers_exit_when_the_master_is_killed() {
-    each_target("workers_exit_when_the_master_is_killed", |t| async move {
+    each_subject("workers_exit_when_the_master_is_killed", |t| async move {
         orphaned_workers(&t).await
     })
     .await;
