@@ -233,6 +233,9 @@ counters! {
     counter config_reload_failures,
     /// Worker processes respawned after an unexpected exit.
     counter worker_restarts,
+    /// Clients closed because they read nothing of what was queued for them for
+    /// [`crate::net::client::WRITE_STALL`] (a full socket that never drains).
+    counter client_write_stalls,
     /// Log lines that could not be written (full disk, a `-M` worker's pipe to its
     /// master full, a broken stderr); the process goes on serving.
     counter log_write_failures,
@@ -803,6 +806,7 @@ impl Snapshot {
             ("config_reload_failures", self.config_reload_failures),
             ("worker_restarts", self.worker_restarts),
             ("log_write_failures", self.log_write_failures),
+            ("client_write_stalls", self.client_write_stalls),
         ] {
             kv(k, &v);
         }

@@ -1,11 +1,24 @@
 //! Client listening sockets (`-H`), built with socket2 so that C's socket options apply:
 //! backlog (`-b`), `SO_REUSEADDR`, `SO_REUSEPORT` when several workers share a port,
-//! dual-stack IPv6 (`-6`), and the TCP window clamp (`-W`).
+//! dual-stack IPv6 (`-6`), the TCP window clamp (`-W`), and `SO_KEEPALIVE`. Beyond C:
+//! keepalive probes after [`KEEPALIVE_IDLE`] (C's "often" timing; its default leaves the
+//! system's two hours) and `TCP_USER_TIMEOUT` ([`USER_TIMEOUT`]), so a vanished client's
+//! socket is reclaimed in minutes. Accepted sockets inherit all of them.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
+
+/// Keepalive: idle time before the first probe, and between probes (C's 40 s).
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(40);
+/// Keepalive probes before the connection is dropped (C's 5).
+pub const KEEPALIVE_PROBES: u32 = 5;
+/// `TCP_USER_TIMEOUT`: how long sent data (or a keepalive probe) may stay unacknowledged
+/// before the kernel drops the connection.
+pub const USER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How to open one client listening socket.
 #[derive(Debug, Clone)]
@@ -53,6 +66,14 @@ pub fn bind(spec: &ListenSpec) -> io::Result<std::net::TcpListener> {
     // Accepted sockets inherit it on Linux (checked on the first accept, see
     // [`AcceptTuning`]), which saves a system call per connection.
     sock.set_nodelay(true)?;
+    // Inherited by accepted sockets, as TCP_NODELAY: no system call per connection.
+    sock.set_tcp_keepalive(
+        &TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_IDLE)
+            .with_retries(KEEPALIVE_PROBES),
+    )?;
+    sock.set_tcp_user_timeout(Some(USER_TIMEOUT))?;
     sock.set_nonblocking(true)?;
     sock.bind(&spec.addr.into())?;
     sock.listen(spec.backlog)?;
@@ -93,6 +114,28 @@ mod tests {
         stream.nodelay().unwrap_or(false)
             && window_clamp
                 .is_none_or(|c| crate::sys::window_clamp(stream).is_ok_and(|got| got == c))
+    }
+
+    #[tokio::test]
+    async fn accepted_sockets_inherit_keepalive_and_the_user_timeout() {
+        let l = bind(&ListenSpec {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            backlog: 16,
+            reuse_port: false,
+            window_clamp: None,
+        })
+        .unwrap();
+        let l = tokio::net::TcpListener::from_std(l).unwrap();
+        let _c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        let s = socket2::SockRef::from(&s);
+        assert!(s.keepalive().unwrap());
+        assert_eq!(s.keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(s.keepalive_interval().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(s.keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+        assert_eq!(s.tcp_user_timeout().unwrap(), Some(USER_TIMEOUT));
     }
 
     #[tokio::test]

@@ -148,6 +148,9 @@ pub enum CloseReason {
     Shutdown,
     /// A socket error.
     IoError,
+    /// The client read nothing of what was queued for it for too long (its socket stayed
+    /// full).
+    WriteStall,
     /// `-D`: relayed to a fronting domain until either side closed.
     Fronted,
     /// Closed by the fake-TLS or replay rules without a relay (fronting impossible, a
@@ -375,6 +378,9 @@ impl ClientSession {
     pub fn poll_event(&mut self) -> Option<SessionEvent> {
         if let Some(e) = self.pending.take() {
             return Some(e);
+        }
+        if matches!(self.stage, Stage::Relay(_)) {
+            return self.poll_relay();
         }
         let rules = Arc::clone(&self.rules);
         if self.draining && !matches!(self.stage, Stage::Relay(_) | Stage::Closed | Stage::Skip) {

@@ -229,3 +229,78 @@ async fn an_answered_client_leaves_the_drain_at_once() {
     assert_eq!(plain[0], 8, "one abridged frame of 8 words");
     assert_eq!(&plain[1..], &[5u8; 32][..]);
 }
+
+/// A client identified with one packet forwarded through [`fake_link`]: its socket, its
+/// handshake and its `conn_id` at the middle end.
+async fn identified_client(
+    s: &Served,
+    data: &mut mpsc::Receiver<MeCmd>,
+    seed: u64,
+) -> (TcpStream, ClientHandshake, i64) {
+    let mut hs = ClientHandshake::generate(
+        &mut StdRng::seed_from_u64(seed),
+        Some(&SECRET),
+        Transport::Intermediate,
+        2,
+    );
+    let mut out = BytesMut::from(&hs.header[..]);
+    let mut frame = BytesMut::new();
+    encode_client_frame(Transport::Intermediate, &[3u8; 64], false, &[], &mut frame).unwrap();
+    hs.encrypt.apply(&mut frame);
+    out.extend_from_slice(&frame);
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(&out).await.unwrap();
+    let Some(MeCmd::ProxyReq { conn_id, .. }) = data.recv().await else {
+        panic!("no PROXY_REQ");
+    };
+    (c, hs, conn_id)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_is_closed_and_its_memory_released() {
+    let s = serve_one().await;
+    let (mut data, mut ctl) = fake_link(&s.shared);
+    let (stalled, _hs, conn_id) = identified_client(&s, &mut data, 5).await;
+    // 24 MiB of answers the client never reads: more than the sockets hold, less than
+    // the per-connection cap.
+    let conn = s.shared.pool.pick(2).unwrap();
+    let handle = conn.client(conn_id).unwrap();
+    let start = Instant::now();
+    for _ in 0..6 {
+        assert!(crate::net::me_link::deliver(
+            &s.shared,
+            &handle,
+            bytes::Bytes::from(vec![7u8; 4 << 20])
+        ));
+    }
+    // Closed once its socket has stayed full for the stall bound.
+    match ctl.recv().await {
+        Some(MeCmd::CloseConn { conn_id: id }) => assert_eq!(id, conn_id),
+        other => panic!("expected CLOSE_CONN, got {other:?}"),
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= crate::net::client::WRITE_STALL
+            && took < crate::net::client::WRITE_STALL + Duration::from_secs(2),
+        "{took:?}"
+    );
+    assert_eq!(s.shared.counters.client_write_stalls.load(Relaxed), 1);
+    let sh = s.shared.clone();
+    until(|| sh.buffered.load(Relaxed) == 0).await;
+    // Another client is served as usual.
+    let (mut other, mut hs, id) = identified_client(&s, &mut data, 6).await;
+    let h = s.shared.pool.pick(2).unwrap().client(id).unwrap();
+    assert!(crate::net::me_link::deliver(
+        &s.shared,
+        &h,
+        bytes::Bytes::from_static(&[9u8; 16])
+    ));
+    let mut got = [0u8; 20];
+    other.read_exact(&mut got).await.unwrap();
+    hs.decrypt.apply(&mut got);
+    assert_eq!(got[..4], 16u32.to_le_bytes());
+    assert_eq!(got[4..], [9u8; 16]);
+    drop(stalled);
+    s.shutdown.cancel();
+    let _ = s.done.await;
+}
