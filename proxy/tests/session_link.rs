@@ -235,6 +235,10 @@ fn packets_strategy() -> impl Strategy<Value = Vec<(Vec<u8>, bool)>> {
                 let mut p = vec![fill; words * 4];
                 // A nonzero auth_key_id: an encrypted MTProto message (56+ bytes).
                 p[0] = fill | 1;
+                // Its answer (the packet reversed) must not start `ff ff ff ff`: a padded
+                // client reads that as the two-frame quick ack (§4.3), as TDLib does.
+                let last = p.len() - 1;
+                p[last] = fill & 0x7f;
                 (p, quick)
             })
             .collect()
