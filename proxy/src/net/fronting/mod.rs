@@ -3,9 +3,9 @@
 //!
 //! * [`domains`] — the domain registry: names, addresses, learnt ServerHello profiles.
 //! * [`probe`] — the background probe that learns each domain's profile (§4.4.5).
-//! * [`splice`] — the byte-for-byte relay (§4.4.6).
+//! * [`splice`] — the byte-for-byte relay (§4.4.6), with idle and half-close bounds.
 //! * [`loops`] — refuses relays to this proxy's own addresses.
-//! * [`dns`] — name resolution.
+//! * [`dns`] — name resolution, bounded in time.
 
 pub mod dns;
 pub mod domains;
