@@ -3,7 +3,8 @@
 
 Hellos are built here (Chrome-like layout of C's probe request, and a long TDLib-1.8.69-like
 one with an X25519MLKEM768 key share) and HMAC'd with Python's hmac/hashlib. The expected
-outcome comes from a Python model of C's checks (net/net-tcp-rpc-ext-server.c, GPS v3.0.10,
+outcome comes from a Python model of C's checks (with one deliberate divergence: the HMAC is
+checked before the replay cache) (net/net-tcp-rpc-ext-server.c, GPS v3.0.10,
 the order of c-mtproxy.md §12.1), written from the spec, not from the Rust code.
 Run: python3 vectors/gen/fake_tls_client_hello.py > vectors/data/fake_tls_client_hello.json
 """
@@ -117,11 +118,9 @@ def model(rec, extra, domains, secrets, now, cache):
     if len(rec) > 4096:
         return ("TooBig", d)
     rnd = rec[11:43]
-    if any(k == rnd[:16] for k, _ in cache):
-        return ("Replay", d)
-    cache.append([rnd[:16], now])
-    while cache and cache[0][1] <= now - 2 * 86400:
-        cache.pop(0)
+    # Divergence from C (parity/divergences.json fake-tls-hmac-before-replay-cache): the HMAC
+    # is checked before the replay cache, so a hello without a secret never fills it. C
+    # looks the random up (and caches it) first.
     zeroed = rec[:11] + b"\x00" * 32 + rec[43:]
     for si, s in enumerate(secrets):
         h = hmac.new(s, zeroed, hashlib.sha256).digest()
@@ -129,6 +128,11 @@ def model(rec, extra, domains, secrets, now, cache):
             break
     else:
         return ("BadHmac", d)
+    if any(k == rnd[:16] for k, _ in cache):
+        return ("Replay", d)
+    cache.append([rnd[:16], now])
+    while cache and cache[0][1] <= now - 2 * 86400:
+        cache.pop(0)
     ts = struct.unpack("<i", bytes(a ^ b for a, b in zip(h[28:], rnd[28:])))[0]
     if ts > now + 3:
         return ("FutureTimestamp", d)
@@ -243,7 +247,9 @@ want(add("reject_replay_cached_random", rec, NOWS[1], cache=[[key, NOWS[1] - 100
 want(add("reject_bad_hmac_with_unrelated_cache_entry", build(bytes(16), "www.google.com", NOWS[1]), NOWS[1],
          cache=[[vectors[-1]["record"][22:54], NOWS[1] - 5]]), "BadHmac")
 bad = build(bytes(16), "www.google.com", NOWS[1])
-want(add("reject_replay_of_bad_hmac_hello", bad, NOWS[1], cache=[[bad[11:27].hex(), NOWS[1] - 5]]), "Replay")
+# C says Replay here (cache before HMAC); we check the HMAC first (same splice domain).
+want(add("reject_bad_hmac_hello_with_cached_random", bad, NOWS[1], cache=[[bad[11:27].hex(), NOWS[1] - 5]],
+         provenance=MODEL + "; HMAC before the replay cache, a deliberate divergence from C"), "BadHmac")
 # C looks the key up before purging expired entries, so an entry past its lifetime still counts.
 want(add("reject_replay_entry_past_lifetime_not_yet_purged", rec, NOWS[1], cache=[[key, NOWS[1] - 2 * 86400]]), "Replay")
 want(add("reject_cached_entry_one_second_short_of_expiry", rec, NOWS[1], cache=[[key, NOWS[1] - 2 * 86400 + 1]]), "Replay")

@@ -1,7 +1,7 @@
 //! The replay caches of one proxy instance, shared by every task, core and worker.
 //!
-//! Two caches, both [`ReplayCache`]s (oldest-first eviction, entries live
-//! [`REPLAY_ENTRY_LIFETIME_SECS`] = 2 days, as C):
+//! Two caches, both [`ReplayCache`]s (entries live [`REPLAY_ENTRY_LIFETIME_SECS`] = 2 days,
+//! as C):
 //! * [`CacheKind::Hello`] — fake-TLS `client_random[0..16]` (C's cache; §4.4.1 step 4).
 //! * [`CacheKind::Header`] — obfuscated2 header nonces, `hdr[8..24]` (the first half of the
 //!   key seed). C has no such cache: a captured obfuscated2 header can be replayed to it and
@@ -9,10 +9,21 @@
 //!
 //! Each cache holds at most [`MAX_ENTRIES_PER_CACHE`] keys (about 20 MB worst case per
 //! cache: a 16-byte key in a hash set plus a 24-byte slot in a time-ordered queue, with the
-//! tables' growth slack); when full, the oldest entry is evicted. Eviction only narrows the
-//! fake-TLS timestamp rule back to the plain 600-second window (see
-//! [`crate::protocol::fake_tls::ReplayCheck::oldest_time`]), so a hello older than 600 s can
-//! never pass because of it.
+//! tables' growth slack). A full cache evicts its oldest entries only once they are past a
+//! minimum retention; while it is full of younger ones, a new key is refused
+//! ([`Verdict::full`]) and the client rejected as if it were a replay (fail closed, counted
+//! by the caller as `tls_replay_cache_full` / `obfs2_replay_cache_full`):
+//! * hello cache: [`HELLO_MIN_RETENTION_SECS`] (603 s). A hello cached earlier can no
+//!   longer pass the 600-second timestamp window, and eviction (oldest first) keeps the
+//!   "newer than the oldest cached entry + 3 s" rule sound, so no random that could still
+//!   be accepted is ever forgotten. Since the HMAC is checked first, only secret holders
+//!   fill it: refusals need more than 2^18 hellos made with a secret within 10 minutes.
+//! * header cache: [`HEADER_MIN_RETENTION_SECS`] (10 minutes). A header has no timestamp,
+//!   so any forgotten nonce could be replayed; the cache guarantees that a nonce seen in
+//!   the last 10 minutes (the time a prober typically takes to replay what it captured) is
+//!   never forgotten, and keeps older ones up to the 2-day lifetime as long as there is
+//!   room. Never evicting before the lifetime would cap an instance at 2^18 obfuscated2
+//!   connections per 2 days (and without `-S`, anyone could fill it).
 //!
 //! Where the caches live:
 //! * one process (no `-M`): [`ReplayStore::Local`], one mutex shared by every tokio worker
@@ -24,8 +35,9 @@
 //!   error and the caller rejects the client (fail closed).
 //!
 //! The query line protocol (one request per line, answers in order):
-//! `h|o <32 hex key> <unix now>` → `1|0 <oldest insertion time or ->`, where `h` is the hello
-//! cache, `o` the header cache, `1` fresh (inserted now) and `0` a replay.
+//! `h|o <32 hex key> <unix now>` → `1|0 <oldest insertion time or ->[ f]`, where `h` is the
+//! hello cache, `o` the header cache, `1` fresh (inserted now), `0` a replay, and a trailing
+//! `f` marks a `0` given because the cache is full.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -36,12 +48,16 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::fake_tls::{ReplayCache, ReplayCheck};
+use crate::protocol::fake_tls::{ReplayCache, ReplayCheck, ReplayVerdict};
 
-pub use crate::protocol::fake_tls::REPLAY_ENTRY_LIFETIME_SECS;
+pub use crate::protocol::fake_tls::{HELLO_MIN_RETENTION_SECS, REPLAY_ENTRY_LIFETIME_SECS};
 
 /// The bound on each cache: 2^18 = 262 144 keys.
 pub const MAX_ENTRIES_PER_CACHE: usize = 1 << 18;
+
+/// How long an obfuscated2 nonce is kept at least, even when the header cache is full
+/// (see the module documentation).
+pub const HEADER_MIN_RETENTION_SECS: i64 = 10 * 60;
 
 /// How long a worker waits for the master's answer before rejecting the client.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -63,6 +79,9 @@ pub struct Verdict {
     /// The insertion time of the oldest entry after the operation (for the fake-TLS
     /// timestamp rule).
     pub oldest: Option<i64>,
+    /// The key was not cached but could not be inserted: the cache is full of entries
+    /// younger than its minimum retention. `fresh` is `false`: the client must be rejected.
+    pub full: bool,
 }
 
 /// The replay cache could not be asked (the master is gone or too slow).
@@ -75,6 +94,9 @@ pub struct ReplayUnavailable;
 pub struct Caches {
     hello: ReplayCache,
     header: ReplayCache,
+    /// Whether the last new key of each cache (hello, header) was refused: a warning is
+    /// logged when a cache starts refusing.
+    refusing: [bool; 2],
 }
 
 impl Default for Caches {
@@ -84,25 +106,43 @@ impl Default for Caches {
 }
 
 impl Caches {
-    /// Empty caches holding at most `max` keys each.
+    /// Empty caches holding at most `max` keys each (minimum retentions
+    /// [`HELLO_MIN_RETENTION_SECS`] and [`HEADER_MIN_RETENTION_SECS`]).
     pub fn with_max_entries(max: usize) -> Self {
         Self {
-            hello: ReplayCache::with_max_entries(max),
-            header: ReplayCache::with_max_entries(max),
+            hello: ReplayCache::with_retention(max, HELLO_MIN_RETENTION_SECS),
+            header: ReplayCache::with_retention(max, HEADER_MIN_RETENTION_SECS),
+            refusing: [false; 2],
         }
     }
 
     /// Checks `key` in the `kind` cache and inserts it if new (C's order: lookup, insert,
-    /// expire).
+    /// expire); a full cache refuses it (see [`Verdict::full`]).
     pub fn check(&mut self, kind: CacheKind, key: [u8; 16], now_unix: i64) -> Verdict {
-        let cache = match kind {
-            CacheKind::Hello => &mut self.hello,
-            CacheKind::Header => &mut self.header,
+        let (cache, refusing, name) = match kind {
+            CacheKind::Hello => (&mut self.hello, &mut self.refusing[0], "fake-TLS hello"),
+            CacheKind::Header => (
+                &mut self.header,
+                &mut self.refusing[1],
+                "obfuscated2 header",
+            ),
         };
-        let fresh = cache.check_and_insert(key, now_unix);
+        let verdict = cache.check(key, now_unix);
+        match verdict {
+            ReplayVerdict::Full if !*refusing => {
+                *refusing = true;
+                tracing::warn!(
+                    entries = cache.len(),
+                    "{name} replay cache full of recent entries: new clients are rejected until entries age"
+                );
+            }
+            ReplayVerdict::Fresh => *refusing = false,
+            ReplayVerdict::Full | ReplayVerdict::Replay => {}
+        }
         Verdict {
-            fresh,
+            fresh: verdict == ReplayVerdict::Fresh,
             oldest: cache.oldest_time(),
+            full: verdict == ReplayVerdict::Full,
         }
     }
 }
@@ -112,15 +152,15 @@ type Pending = (CacheKind, [u8; 16], i64, oneshot::Sender<Verdict>);
 /// Where this process's replay checks go.
 #[derive(Debug)]
 pub enum ReplayStore {
-    /// The caches live in this process.
-    Local(Mutex<Caches>),
+    /// The caches live in this process (boxed: they are larger than a channel handle).
+    Local(Box<Mutex<Caches>>),
     /// The caches live in the `-M` master; queries go over a socket.
     Remote(mpsc::Sender<Pending>),
 }
 
 impl Default for ReplayStore {
     fn default() -> Self {
-        Self::Local(Mutex::new(Caches::default()))
+        Self::Local(Box::new(Mutex::new(Caches::default())))
     }
 }
 
@@ -185,9 +225,10 @@ fn parse_request(line: &str) -> Option<(CacheKind, [u8; 16], i64)> {
 }
 
 fn answer_line(v: Verdict) -> String {
+    let full = if v.full { " f" } else { "" };
     match v.oldest {
-        Some(t) => format!("{} {t}\n", u8::from(v.fresh)),
-        None => format!("{} -\n", u8::from(v.fresh)),
+        Some(t) => format!("{} {t}{full}\n", u8::from(v.fresh)),
+        None => format!("{} -{full}\n", u8::from(v.fresh)),
     }
 }
 
@@ -202,7 +243,16 @@ fn parse_answer(line: &str) -> Option<Verdict> {
         "-" => None,
         t => Some(t.parse().ok()?),
     };
-    Some(Verdict { fresh, oldest })
+    let full = match it.next() {
+        None => false,
+        Some("f") if !fresh => true,
+        Some(_) => return None,
+    };
+    Some(Verdict {
+        fresh,
+        oldest,
+        full,
+    })
 }
 
 /// The worker side: writes queries in order, matches answers in order.
@@ -281,10 +331,17 @@ mod tests {
             Verdict {
                 fresh: true,
                 oldest: Some(7),
+                full: false,
             },
             Verdict {
                 fresh: false,
                 oldest: None,
+                full: false,
+            },
+            Verdict {
+                fresh: false,
+                oldest: Some(-3),
+                full: true,
             },
         ] {
             assert_eq!(parse_answer(&answer_line(v)), Some(v));
@@ -299,6 +356,106 @@ mod tests {
         assert!(!c.check(CacheKind::Hello, k, 11).fresh);
         assert!(c.check(CacheKind::Header, k, 11).fresh);
         assert_eq!(c.check(CacheKind::Header, [2; 16], 12).oldest, Some(11));
+    }
+
+    #[test]
+    fn answer_lines_reject_a_bad_full_mark() {
+        assert_eq!(parse_answer("1 5 f"), None);
+        assert_eq!(parse_answer("0 5 x"), None);
+        assert_eq!(
+            parse_answer("0 5"),
+            Some(Verdict {
+                fresh: false,
+                oldest: Some(5),
+                full: false
+            })
+        );
+    }
+
+    #[test]
+    fn a_full_hello_cache_refuses_new_keys_and_stays_bounded() {
+        let mut c = Caches::with_max_entries(4);
+        for i in 0..4u8 {
+            assert!(c.check(CacheKind::Hello, [i; 16], 100).fresh);
+        }
+        for i in 4..200u8 {
+            let v = c.check(CacheKind::Hello, [i; 16], 100 + i64::from(i));
+            assert_eq!(
+                v,
+                Verdict {
+                    fresh: false,
+                    oldest: Some(100),
+                    full: true
+                }
+            );
+        }
+        assert_eq!(c.hello.len(), 4);
+        // The recorded keys are all still caught, and a replay is not a "full" refusal.
+        for i in 0..4u8 {
+            let v = c.check(CacheKind::Hello, [i; 16], 300);
+            assert!(!v.fresh && !v.full);
+        }
+        // Once the oldest entries are past the timestamp window, new keys fit again.
+        let v = c.check(CacheKind::Hello, [200; 16], 100 + HELLO_MIN_RETENTION_SECS);
+        assert!(v.fresh && !v.full);
+        assert_eq!(c.hello.len(), 4);
+        assert!(!c.check(CacheKind::Header, [0; 16], 100).full);
+    }
+
+    #[test]
+    fn a_flood_never_evicts_a_recent_header_nonce() {
+        let mut c = Caches::with_max_entries(8);
+        let nonce = [0xab; 16];
+        assert!(c.check(CacheKind::Header, nonce, 1000).fresh);
+        let mut refused = 0;
+        for i in 0..10_000u32 {
+            let mut k = [0u8; 16];
+            k[..4].copy_from_slice(&i.to_le_bytes());
+            let v = c.check(CacheKind::Header, k, 1000 + i64::from(i % 600));
+            refused += usize::from(v.full);
+            assert!(c.header.len() <= 8);
+        }
+        assert_eq!(refused, 10_000 - 7);
+        // Replayed 9 minutes later, the nonce is still caught.
+        let v = c.check(CacheKind::Header, nonce, 1000 + 599);
+        assert!(!v.fresh && !v.full);
+        // After the minimum retention it may go, to make room.
+        let v = c.check(
+            CacheKind::Header,
+            [0xcd; 16],
+            1000 + HEADER_MIN_RETENTION_SECS,
+        );
+        assert!(v.fresh);
+        // (The trade-off of a bounded header cache: once gone, the nonce is new again.)
+        assert!(
+            c.check(CacheKind::Header, nonce, 1000 + HEADER_MIN_RETENTION_SECS)
+                .fresh
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_refusal_reaches_a_worker() {
+        let caches = Arc::new(Mutex::new(Caches::with_max_entries(1)));
+        let stop = CancellationToken::new();
+        let (a, b) = UnixStream::pair().unwrap();
+        tokio::spawn(serve_replay(b, caches, stop.clone()));
+        let store = ReplayStore::remote(a, stop.clone());
+        assert!(
+            store
+                .check(CacheKind::Hello, [1; 16], 50)
+                .await
+                .unwrap()
+                .fresh
+        );
+        assert_eq!(
+            store.check(CacheKind::Hello, [2; 16], 51).await.unwrap(),
+            Verdict {
+                fresh: false,
+                oldest: Some(50),
+                full: true
+            }
+        );
+        stop.cancel();
     }
 
     #[tokio::test]
@@ -317,7 +474,8 @@ mod tests {
             first,
             Verdict {
                 fresh: true,
-                oldest: Some(100)
+                oldest: Some(100),
+                full: false,
             }
         );
         // The same key through the other "worker" is a replay.

@@ -188,15 +188,30 @@ pub fn sni_domain(hello: &[u8], domains: &[String]) -> Option<usize> {
     }
 }
 
-/// A ClientHello that passed the checks before the replay cache (SNI, one record, size):
-/// the caller asks its replay cache about [`HelloStart::key`] and passes the answer to
-/// [`finish_client_hello`].
+/// A ClientHello that passed the checks before the replay cache: the caller asks its replay
+/// cache about [`HelloStart::key`] and passes the answer to [`finish_client_hello`].
+///
+/// From [`authenticate_client_hello`] (SNI, one record, size, then the HMAC: only a hello
+/// made with a `-S` secret reaches the cache) or, in C's order, from
+/// [`start_client_hello`] (the HMAC is checked by [`finish_client_hello`], after the cache
+/// took the key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HelloStart {
     /// The replay-cache key: the first 16 bytes of `client_random`.
     pub key: [u8; 16],
     /// The SNI's index in the `-D` list.
     pub domain: usize,
+    /// The HMAC's verdict, when it was checked before the cache.
+    pub auth: Option<HelloAuth>,
+}
+
+/// A ClientHello's `client_random` matched a secret's HMAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloAuth {
+    /// Which `-S` secret matched (index into the `secrets` passed in).
+    pub secret_index: usize,
+    /// The client's timestamp, unmasked from `client_random[28..32]`.
+    pub timestamp: i32,
 }
 
 /// What the replay cache answered about a [`HelloStart::key`].
@@ -209,23 +224,29 @@ pub struct ReplayAnswer {
     pub oldest: Option<i64>,
 }
 
-/// Validates a fake-TLS ClientHello record, in C's order (§12.1), with a replay cache at
-/// hand: [`start_client_hello`], the cache, then [`finish_client_hello`].
+/// Validates a fake-TLS ClientHello record with a replay cache at hand:
+/// [`authenticate_client_hello`], the cache, then [`finish_client_hello`].
 ///
 /// * `record`: the whole record, `16 03 01 <L>` and `L` bytes (see
 ///   [`super::Classification::FakeTls`]).
 /// * `buffered_extra`: how many bytes were buffered after the record (must be 0).
 /// * `domains`: the `-D` names; the first is the default domain.
 /// * `secrets`: the `-S` secrets, tried in order.
-/// * `replay`: the replay cache; it takes the random before the HMAC check, as in C.
+/// * `replay`: the replay cache; it is asked after the HMAC check (C asks it before).
 ///
 /// Checks: SNI (unknown → [`HelloReject::UnknownSni`] to the default domain), exactly one
-/// record, `5 + L ≤ 4096`, replay cache (insert), HMAC-SHA256 of the record with the random
-/// zeroed against `client_random[0..28]`, timestamp `LE_i32(H[28..32] ^ random[28..32])`
+/// record, `5 + L ≤ 4096`, HMAC-SHA256 of the record with the random zeroed against
+/// `client_random[0..28]`, replay cache (lookup and insert; a full cache counts as a
+/// replay), timestamp `LE_i32(H[28..32] ^ random[28..32])`
 /// (rejected if `> now + 3`; accepted if `> oldest cached + 3`; else accepted if
 /// `> now − 600`), then the cipher suite at offset 76 after leading GREASE.
 ///
 /// The port-80 check (C's second step) is the runtime's: see [`sni_domain`].
+///
+/// Divergence (order): C puts the random in its cache before checking the HMAC, so anybody
+/// who knows a `-D` name can fill the cache; here only hellos made with a secret reach it.
+/// A hello with a bad HMAC *and* a cached random is [`HelloReject::BadHmac`] here,
+/// [`HelloReject::Replay`] in C; both are fronted to the same domain, only counters differ.
 ///
 /// Divergence: with extra bytes buffered, C's SNI walk may run on into them (it sees the
 /// first `min(buffered, 4096)` bytes). Here it stops at the record's end; this can only
@@ -241,7 +262,7 @@ pub fn validate_client_hello(
     now_unix: i64,
     replay: &mut impl ReplayCheck,
 ) -> Result<AcceptedHello, HelloReject> {
-    let start = start_client_hello(record, buffered_extra, domains)?;
+    let start = authenticate_client_hello(record, buffered_extra, domains, secrets)?;
     let answer = ReplayAnswer {
         fresh: replay.check_and_insert(start.key, now_unix),
         oldest: replay.oldest_time(),
@@ -249,8 +270,10 @@ pub fn validate_client_hello(
     finish_client_hello(record, start, answer, secrets, now_unix)
 }
 
-/// The checks before the replay cache (C's steps 1, 3, 4): the record's shape, the SNI,
-/// nothing buffered after the record, and its size.
+/// The checks before the replay cache in C's order (C's steps 1, 3, 4): the record's shape,
+/// the SNI, nothing buffered after the record, and its size. The HMAC is left to
+/// [`finish_client_hello`], after the cache took the key; [`authenticate_client_hello`]
+/// checks it first, so that the cache cannot be filled without a secret.
 ///
 /// # Errors
 /// The [`HelloReject`] class and the domain to splice to.
@@ -288,15 +311,78 @@ pub fn start_client_hello(
         });
     }
 
-    // 5. The replay cache's key (the caller asks the cache, before the HMAC).
+    // 5. The replay cache's key (in C's order, the caller asks the cache now).
     let mut key = [0u8; 16];
     key.copy_from_slice(&record[RANDOM_OFFSET..RANDOM_OFFSET + 16]);
-    Ok(HelloStart { key, domain })
+    Ok(HelloStart {
+        key,
+        domain,
+        auth: None,
+    })
 }
 
-/// The checks after the replay cache (C's steps 5–8): the cache's answer, the HMAC, the
-/// timestamp and the cipher suite. `start` must come from [`start_client_hello`] on the
-/// same `record`.
+/// The checks before the replay cache, HMAC included: [`start_client_hello`]'s, then the
+/// HMAC-SHA256 of the record (random zeroed) under each of `secrets` against
+/// `client_random[0..28]`. Only a hello that passes reaches the replay cache, so the cache
+/// cannot be filled without a secret.
+///
+/// # Errors
+/// The [`HelloReject`] class and the domain to splice to.
+pub fn authenticate_client_hello(
+    record: &[u8],
+    buffered_extra: usize,
+    domains: &[String],
+    secrets: &[[u8; 16]],
+) -> Result<HelloStart, HelloReject> {
+    let start = start_client_hello(record, buffered_extra, domains)?;
+    let auth = check_hmac(record, start.domain, secrets)?;
+    Ok(HelloStart {
+        auth: Some(auth),
+        ..start
+    })
+}
+
+/// C's step 6: the HMAC of `record` with the random zeroed, under each secret in turn,
+/// against `client_random[0..28]`; the timestamp is unmasked with the matching HMAC.
+fn check_hmac(
+    record: &[u8],
+    domain: usize,
+    secrets: &[[u8; 16]],
+) -> Result<HelloAuth, HelloReject> {
+    let client_random = record
+        .get(RANDOM_OFFSET..RANDOM_OFFSET + RANDOM_LEN)
+        .ok_or(HelloReject::Malformed { domain })?;
+    let zeros = [0u8; RANDOM_LEN];
+    let parts: [&[u8]; 3] = [
+        &record[..RANDOM_OFFSET],
+        &zeros,
+        &record[RANDOM_OFFSET + RANDOM_LEN..],
+    ];
+    let (secret_index, expected) = secrets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i, hmac_sha256(s, &parts)))
+        .find(|(_, h)| {
+            bool::from(subtle::ConstantTimeEq::ct_eq(
+                &h[..28],
+                &client_random[..28],
+            ))
+        })
+        .ok_or(HelloReject::BadHmac { domain })?;
+    let mut mask = [0u8; 4];
+    for (i, m) in mask.iter_mut().enumerate() {
+        *m = expected[28 + i] ^ client_random[28 + i];
+    }
+    Ok(HelloAuth {
+        secret_index,
+        timestamp: i32::from_le_bytes(mask),
+    })
+}
+
+/// The checks after the replay cache (C's steps 5–8): the cache's answer, the HMAC (unless
+/// [`HelloStart::auth`] already holds its verdict; then `secrets` is not used), the
+/// timestamp and the cipher suite. `start` must come from [`authenticate_client_hello`] or
+/// [`start_client_hello`] on the same `record`.
 ///
 /// # Errors
 /// The [`HelloReject`] class and the domain to splice to.
@@ -317,26 +403,16 @@ pub fn finish_client_hello(
         .ok_or(HelloReject::Malformed { domain })?;
     client_random.copy_from_slice(random);
 
-    // 6. HMAC with the random zeroed.
-    let zeros = [0u8; RANDOM_LEN];
-    let parts: [&[u8]; 3] = [
-        &record[..RANDOM_OFFSET],
-        &zeros,
-        &record[RANDOM_OFFSET + RANDOM_LEN..],
-    ];
-    let (secret_index, expected) = secrets
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (i, hmac_sha256(s, &parts)))
-        .find(|(_, h)| h[..28] == client_random[..28])
-        .ok_or(HelloReject::BadHmac { domain })?;
+    // 6. HMAC with the random zeroed (already done if `start` was authenticated).
+    let HelloAuth {
+        secret_index,
+        timestamp,
+    } = match start.auth {
+        Some(auth) => auth,
+        None => check_hmac(record, domain, secrets)?,
+    };
 
     // 7. Timestamp.
-    let mut mask = [0u8; 4];
-    for (i, m) in mask.iter_mut().enumerate() {
-        *m = expected[28 + i] ^ client_random[28 + i];
-    }
-    let timestamp = i32::from_le_bytes(mask);
     let ts = i64::from(timestamp);
     if ts > now_unix + MAX_FUTURE_SECS {
         return Err(HelloReject::FutureTimestamp { domain, timestamp });
@@ -375,4 +451,147 @@ pub fn finish_client_hello(
         domain,
         timestamp,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{build_client_hello, HelloShape, ReplayCache, HELLO_MIN_RETENTION_SECS};
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    const NOW: i64 = 1_750_000_000;
+    const SECRET: [u8; 16] = [7; 16];
+
+    fn domains() -> Vec<String> {
+        vec!["default.example".to_string(), "www.google.com".to_string()]
+    }
+
+    fn hello(secret: &[u8; 16], ts: i64, rng: &mut StdRng) -> Vec<u8> {
+        build_client_hello(secret, "www.google.com", ts, rng, HelloShape::Chrome).0
+    }
+
+    fn validate(
+        record: &[u8],
+        now: i64,
+        cache: &mut ReplayCache,
+    ) -> Result<AcceptedHello, HelloReject> {
+        validate_client_hello(record, 0, &domains(), &[SECRET], now, cache)
+    }
+
+    #[test]
+    fn a_bad_hmac_flood_does_not_displace_a_recorded_random() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut cache = ReplayCache::with_max_entries(16);
+        let captured = hello(&SECRET, NOW, &mut rng);
+        assert!(validate(&captured, NOW, &mut cache).is_ok());
+        // Far more hellos than the cache holds, valid SNI, no secret, for 20 minutes.
+        for i in 0..2_000 {
+            let now = NOW + i / 2;
+            let junk = hello(&[0xee; 16], now, &mut rng);
+            assert_eq!(
+                validate(&junk, now, &mut cache),
+                Err(HelloReject::BadHmac { domain: 1 })
+            );
+        }
+        assert_eq!(cache.len(), 1);
+        assert!(cache.contains(captured[11..27].try_into().unwrap()));
+        // Replayed within the window, the captured hello is still caught.
+        assert_eq!(
+            validate(&captured, NOW + 500, &mut cache),
+            Err(HelloReject::Replay { domain: 1 })
+        );
+    }
+
+    #[test]
+    fn the_hmac_is_checked_before_the_cache() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let mut cache = ReplayCache::new();
+        let bad = hello(&[0xee; 16], NOW, &mut rng);
+        let key: [u8; 16] = bad[11..27].try_into().unwrap();
+        assert!(cache.insert(key, NOW - 5));
+        // C: Replay (cache first). Here: BadHmac, and the cache is not touched.
+        assert_eq!(
+            validate(&bad, NOW, &mut cache),
+            Err(HelloReject::BadHmac { domain: 1 })
+        );
+        assert_eq!(cache.len(), 1);
+        let start = authenticate_client_hello(
+            &hello(&SECRET, NOW, &mut rng),
+            0,
+            &domains(),
+            &[[1; 16], SECRET],
+        )
+        .unwrap();
+        assert_eq!(
+            start.auth.map(|a| (a.secret_index, a.timestamp as i64)),
+            Some((1, NOW))
+        );
+        assert_eq!(
+            authenticate_client_hello(&bad, 0, &domains(), &[SECRET]),
+            Err(HelloReject::BadHmac { domain: 1 })
+        );
+    }
+
+    #[test]
+    fn c_order_start_still_checks_the_hmac_in_finish() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let good = hello(&SECRET, NOW, &mut rng);
+        let start = start_client_hello(&good, 0, &domains()).unwrap();
+        assert_eq!(start.auth, None);
+        let fresh = ReplayAnswer {
+            fresh: true,
+            oldest: Some(NOW),
+        };
+        let a = finish_client_hello(&good, start, fresh, &[SECRET], NOW).unwrap();
+        assert_eq!((a.secret_index, i64::from(a.timestamp)), (0, NOW));
+        assert_eq!(
+            finish_client_hello(&good, start, fresh, &[[1; 16]], NOW),
+            Err(HelloReject::BadHmac { domain: 1 })
+        );
+    }
+
+    #[test]
+    fn a_full_cache_rejects_valid_hellos_and_never_lets_a_replay_through() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let mut cache = ReplayCache::with_max_entries(2);
+        let h1 = hello(&SECRET, NOW, &mut rng);
+        let h2 = hello(&SECRET, NOW, &mut rng);
+        let h3 = hello(&SECRET, NOW, &mut rng);
+        assert!(validate(&h1, NOW, &mut cache).is_ok());
+        assert!(validate(&h2, NOW, &mut cache).is_ok());
+        // Full of entries that could still be replayed: the new hello is refused, as a replay.
+        assert_eq!(
+            validate(&h3, NOW + 1, &mut cache),
+            Err(HelloReject::Replay { domain: 1 })
+        );
+        assert_eq!(cache.len(), 2);
+        for h in [&h1, &h2] {
+            assert_eq!(
+                validate(h, NOW + 599, &mut cache),
+                Err(HelloReject::Replay { domain: 1 })
+            );
+        }
+        // Once the window has passed for h1 and h2, a new hello takes h1's slot...
+        let later = NOW + HELLO_MIN_RETENTION_SECS;
+        let h4 = hello(&SECRET, later, &mut rng);
+        assert!(validate(&h4, later, &mut cache).is_ok());
+        // ...and replays of everything seen before are still rejected: the evicted h1 (and
+        // h3, never cached) by the timestamp rule, whatever the oldest entry is now.
+        for (h, now) in [
+            (&h1, later),
+            (&h3, later),
+            (&h2, later + 1),
+            (&h4, later + 2),
+        ] {
+            let r = validate(h, now, &mut cache);
+            assert!(
+                matches!(
+                    r,
+                    Err(HelloReject::Replay { .. } | HelloReject::StaleTimestamp { .. })
+                ),
+                "{r:?}"
+            );
+        }
+    }
 }

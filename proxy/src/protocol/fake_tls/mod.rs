@@ -37,8 +37,9 @@ pub use client::{
     build_client_hello, verify_server_hello, HelloShape, ServerHelloInfo, VerifyError,
 };
 pub use client_hello::{
-    finish_client_hello, sni_domain, start_client_hello, validate_client_hello, AcceptedHello,
-    HelloReject, HelloStart, ReplayAnswer, DEFAULT_DOMAIN,
+    authenticate_client_hello, finish_client_hello, sni_domain, start_client_hello,
+    validate_client_hello, AcceptedHello, HelloAuth, HelloReject, HelloStart, ReplayAnswer,
+    DEFAULT_DOMAIN,
 };
 pub use probe::{
     aggregate_probe_results, parse_probe_response, probe_client_hello, ProbeError, ProbeFacts,
@@ -46,7 +47,8 @@ pub use probe::{
 };
 pub use record::{encode_app_data_records, ClientRecordDecoder, RecordError};
 pub use replay::{
-    ReplayCache, ReplayCheck, DEFAULT_MAX_REPLAY_ENTRIES, REPLAY_ENTRY_LIFETIME_SECS,
+    ReplayCache, ReplayCheck, ReplayVerdict, DEFAULT_MAX_REPLAY_ENTRIES, HELLO_MIN_RETENTION_SECS,
+    REPLAY_ENTRY_LIFETIME_SECS,
 };
 pub use server_hello::{
     build_server_hello, build_server_hello_from_parts, DomainProfile, ServerHelloParts,
