@@ -60,6 +60,9 @@ enum Target {
     File {
         path: PathBuf,
         file: File,
+        /// Whether this process created the file (rather than appending to one that was
+        /// there): only such a file is handed to the `-u` user.
+        created: bool,
     },
 }
 
@@ -71,10 +74,14 @@ impl LogSink {
     pub fn open(path: Option<&Path>) -> io::Result<Self> {
         let target = match path {
             None => Target::Stderr,
-            Some(p) => Target::File {
-                path: p.to_path_buf(),
-                file: open_append(p)?,
-            },
+            Some(p) => {
+                let (file, created) = open_append(p)?;
+                Target::File {
+                    path: p.to_path_buf(),
+                    file,
+                    created,
+                }
+            }
         };
         Ok(Self::with(target))
     }
@@ -109,10 +116,35 @@ impl LogSink {
     /// When the file cannot be reopened (the old handle is kept then).
     pub fn reopen(&self) -> io::Result<()> {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Target::File { path, file } = &mut g.target {
-            *file = open_append(path)?;
+        if let Target::File {
+            path,
+            file,
+            created,
+        } = &mut g.target
+        {
+            (*file, *created) = open_append(path)?;
         }
         Ok(())
+    }
+
+    /// Before a single process drops privileges (`-u`): a log file this process created
+    /// (as root) is given to the user it becomes, so SIGUSR1 can still reopen it when it
+    /// was not rotated away — as C, whose log file is created by the `-u` user. A file
+    /// that existed before is left as it is (the operator's file, whoever owns it); a
+    /// no-op for stderr and a worker's pipe.
+    ///
+    /// # Errors
+    /// When the owner cannot be changed.
+    pub fn give_created_file_to(&self, uid: u32, gid: u32) -> io::Result<()> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        match &g.target {
+            Target::File {
+                file,
+                created: true,
+                ..
+            } => std::os::unix::fs::fchown(file, Some(uid), Some(gid)),
+            _ => Ok(()),
+        }
     }
 
     /// Writes one complete line (with its newline) as it is: a worker's line, relayed
@@ -173,14 +205,22 @@ fn write_to_pipe(line: &[u8]) -> io::Result<()> {
     write_to_pipe(&cut)
 }
 
-fn open_append(p: &Path) -> io::Result<File> {
+/// Opens `p` for appending, creating it with mode 0640 (as C; the umask may only make it
+/// stricter); also says whether it was created now.
+fn open_append(p: &Path) -> io::Result<(File, bool)> {
     use std::os::unix::fs::OpenOptionsExt;
-    // C opens its log with mode 0640.
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(p)
+    let open = |create_new: bool| {
+        OpenOptions::new()
+            .create_new(create_new)
+            .append(true)
+            .mode(0o640)
+            .open(p)
+    };
+    match open(true) {
+        Ok(f) => Ok((f, true)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok((open(false)?, false)),
+        Err(e) => Err(e),
+    }
 }
 
 /// One log line's writer.
@@ -258,4 +298,90 @@ pub fn init(verbosity: u32, sink: LogSink) {
             pid: std::process::id(),
         })
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A fresh empty directory for one test.
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mtproxy-log-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_log_file_is_created_0640_or_stricter_and_recreated_so_on_reopen() {
+        let d = scratch("mode");
+        let path = d.join("proxy.log");
+        let sink = LogSink::open(Some(&path)).unwrap();
+        // Whatever the umask, no bit beyond rw-r-----.
+        assert_eq!(mode(&path) & !0o640, 0, "mode {:o}", mode(&path));
+        assert_eq!(mode(&path) & 0o600, 0o600, "the owner must read and write");
+        sink.write_line(b"before\n");
+
+        // logrotate moves the file away; SIGUSR1 reopens by the path.
+        let rotated = d.join("proxy.log.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        sink.reopen().unwrap();
+        sink.write_line(b"after\n");
+        assert_eq!(mode(&path) & !0o640, 0, "mode {:o}", mode(&path));
+        assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "before\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "after\n");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn only_a_log_file_created_here_is_given_to_the_user() {
+        use std::os::unix::fs::MetadataExt;
+        let d = scratch("owner");
+        let created = d.join("new.log");
+        let sink = LogSink::open(Some(&created)).unwrap();
+        let existing = d.join("old.log");
+        std::fs::write(&existing, b"x\n").unwrap();
+        let old_owner = std::fs::metadata(&existing).unwrap().uid();
+        let appended = LogSink::open(Some(&existing)).unwrap();
+        let root = nix::unistd::Uid::effective().is_root();
+        let r = sink.give_created_file_to(65534, 65534);
+        if root {
+            r.unwrap();
+            let m = std::fs::metadata(&created).unwrap();
+            assert_eq!((m.uid(), m.gid()), (65534, 65534));
+        } else {
+            // Only root may give a file away.
+            assert!(r.is_err());
+        }
+        // A file that was there before is never given away.
+        appended.give_created_file_to(65534, 65534).unwrap();
+        assert_eq!(std::fs::metadata(&existing).unwrap().uid(), old_owner);
+        // Stderr: nothing to give.
+        LogSink::open(None)
+            .unwrap()
+            .give_created_file_to(65534, 65534)
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_failed_reopen_keeps_writing_to_the_old_file() {
+        let d = scratch("gone");
+        let sub = d.join("logs");
+        std::fs::create_dir_all(&sub).unwrap();
+        let path = sub.join("proxy.log");
+        let sink = LogSink::open(Some(&path)).unwrap();
+        let kept = d.join("kept.log");
+        std::fs::rename(&path, &kept).unwrap();
+        std::fs::remove_dir(&sub).unwrap();
+        assert!(sink.reopen().is_err());
+        sink.write_line(b"still here\n");
+        assert_eq!(std::fs::read_to_string(&kept).unwrap(), "still here\n");
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -112,8 +112,14 @@ pub async fn serve_control(
         tokio::select! {
             () = shutdown.cancelled() => return,
             line = lines.next_line() => match line {
-                Ok(Some(cmd)) if cmd == "stats" => {
-                    let mut text = serde_json::to_string(&snapshot()).unwrap_or_default();
+                Ok(Some(cmd)) if cmd == "stats" || cmd.starts_with("stats ") => {
+                    // `stats <id>` is answered `<id> <json>`, so the master can tell this
+                    // answer from a late one to a query it gave up on.
+                    let mut text = match cmd.strip_prefix("stats ") {
+                        Some(id) => format!("{id} "),
+                        None => String::new(),
+                    };
+                    text.push_str(&serde_json::to_string(&snapshot()).unwrap_or_default());
                     text.push('\n');
                     if wr.write_all(text.as_bytes()).await.is_err() {
                         break;
@@ -128,6 +134,28 @@ pub async fn serve_control(
     }
     tracing::info!("master is gone (control socket closed), shutting down");
     shutdown.cancel();
+}
+
+/// Sends `stats <id>` on a worker's control socket and reads lines until the answer
+/// carrying `id`; lines with another id (or none) are stale and dropped.
+async fn ask_stats(
+    control: &tokio::sync::Mutex<tokio::io::BufStream<UnixStream>>,
+    id: u64,
+) -> io::Result<Snapshot> {
+    let mut c = control.lock().await;
+    c.write_all(format!("stats {id}\n").as_bytes()).await?;
+    c.flush().await?;
+    let want = format!("{id} ");
+    loop {
+        let mut line = String::new();
+        if c.read_line(&mut line).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        if let Some(json) = line.strip_prefix(&want) {
+            return serde_json::from_str::<Snapshot>(json)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+    }
 }
 
 /// What a worker writes on its control socket once it is ready to serve.
@@ -163,6 +191,8 @@ pub struct Master {
     retiring: AtomicBool,
     /// Woken whenever a worker becomes ready.
     ready_changed: tokio::sync::Notify,
+    /// The id of the next stats query (echoed by the worker, see [`ask_stats`]).
+    stats_ids: std::sync::atomic::AtomicU64,
 }
 
 /// A freshly started worker: the process, its control socket (not yet ready), and the
@@ -217,6 +247,7 @@ impl Master {
             released: AtomicBool::new(true),
             retiring: AtomicBool::new(false),
             ready_changed: tokio::sync::Notify::new(),
+            stats_ids: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
@@ -282,19 +313,17 @@ impl Master {
 
     /// Sums the workers' snapshots (workers that do not answer within a second are
     /// left out) into `base`.
+    ///
+    /// Each query carries a fresh id that the worker echoes, and answers with another id
+    /// (late answers to queries that timed out, or the rest of a line cut by a timeout)
+    /// are read and dropped: a slow worker is left out of one sum, never makes a later
+    /// sum report an older snapshot.
     pub async fn sum_stats(&self, mut base: Snapshot) -> Snapshot {
         for slot in &self.slots {
             let control = lock(slot).control.clone();
             let Some(control) = control else { continue };
-            let ask = async {
-                let mut c = control.lock().await;
-                c.write_all(b"stats\n").await?;
-                c.flush().await?;
-                let mut line = String::new();
-                c.read_line(&mut line).await?;
-                serde_json::from_str::<Snapshot>(&line)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-            };
+            let id = self.stats_ids.fetch_add(1, Ordering::Relaxed);
+            let ask = ask_stats(&control, id);
             if let Ok(Ok(s)) = tokio::time::timeout(STATS_TIMEOUT, ask).await {
                 base.add(&s);
                 base.info.vmrss_bytes += s.info.vmrss_bytes;
@@ -586,7 +615,88 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use super::worker_error;
+    use super::*;
+
+    /// A master with one worker slot whose control socket is `master_end`.
+    fn master_with(master_end: UnixStream) -> Master {
+        let m = Master::new(
+            1,
+            &[],
+            Vec::new(),
+            &[],
+            String::new(),
+            Duration::from_secs(1),
+            LogSink::open(None).unwrap(),
+        )
+        .unwrap();
+        lock(&m.slots[0]).control = Some(Arc::new(tokio::sync::Mutex::new(
+            tokio::io::BufStream::new(master_end),
+        )));
+        m
+    }
+
+    fn snapshot_with(queries: i64) -> Snapshot {
+        Snapshot {
+            tot_forwarded_queries: queries,
+            ..Snapshot::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_late_stats_answer_is_dropped_not_returned_to_the_next_query() {
+        let (master_end, worker_end) = UnixStream::pair().unwrap();
+        let master = master_with(master_end);
+        // The fake worker answers its first query after the master's timeout, then the
+        // second at once; each answer reports how many queries it has seen.
+        let worker = tokio::spawn(async move {
+            let mut w = tokio::io::BufStream::new(worker_end);
+            for n in 1..=2i64 {
+                let mut cmd = String::new();
+                w.read_line(&mut cmd).await.unwrap();
+                let id = cmd.trim_end().strip_prefix("stats ").unwrap().to_string();
+                if n == 1 {
+                    tokio::time::sleep(STATS_TIMEOUT + Duration::from_millis(300)).await;
+                }
+                let json = serde_json::to_string(&snapshot_with(n)).unwrap();
+                w.write_all(format!("{id} {json}\n").as_bytes())
+                    .await
+                    .unwrap();
+                w.flush().await.unwrap();
+            }
+            w
+        });
+        // The first query times out: the worker is left out of the sum.
+        let first = master.sum_stats(Snapshot::default()).await;
+        assert_eq!(first.tot_forwarded_queries, 0);
+        // Let the late answer arrive before the second query is sent.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let second = master.sum_stats(Snapshot::default()).await;
+        assert_eq!(
+            second.tot_forwarded_queries, 2,
+            "the second query must get its own answer, not the late first one"
+        );
+        drop(worker.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_worker_echoes_the_stats_query_id() {
+        let (master_end, worker_end) = StdUnixStream::pair().unwrap();
+        let gates = crate::net::serve::Gates::default();
+        let shutdown = gates.shutdown.clone();
+        let task = tokio::spawn(serve_control(worker_end, || snapshot_with(7), gates));
+        let master = master_with(
+            UnixStream::from_std({
+                master_end.set_nonblocking(true).unwrap();
+                master_end
+            })
+            .unwrap(),
+        );
+        // The worker's `ready` line is not an answer: it is skipped.
+        let sum = master.sum_stats(snapshot_with(1)).await;
+        assert_eq!(sum.tot_forwarded_queries, 8);
+        shutdown.cancel();
+        task.await.unwrap();
+    }
 
     #[test]
     fn a_workers_error_is_its_last_error_line_without_the_prefix() {
