@@ -29,7 +29,7 @@ use crate::net::shared::{Grace, Settings, Shared, PER_CONN_BUFFER_CAP};
 use crate::net::stats_http;
 use crate::protocol::obfuscated2::AcceptPolicy;
 use crate::protocol::rpc::handshake::ProcessId;
-use crate::protocol::session::{SessionRules, HELLO_TIMEOUT, PRE_AUTH_TIMEOUT};
+use crate::protocol::session::{SessionRules, HELLO_TIMEOUT, IDLE_TIMEOUT, PRE_AUTH_TIMEOUT};
 use crate::stats::{Info, Snapshot};
 use crate::supervisor::{self, Master, WorkerBootstrap};
 
@@ -103,7 +103,9 @@ pub fn load_config_text(text: &[u8], name: &str) -> Result<LoadedConfig, Fatal> 
 /// # Errors
 /// As [`load_config_text`], or when the file cannot be read.
 pub fn load_config_file(path: &str) -> Result<LoadedConfig, Fatal> {
-    let text = std::fs::read(path).map_err(|e| Fatal {
+    // One byte over the limit is enough for the parser's `too long` check (C's code -2).
+    let limit = crate::config::multi_conf::MAX_CONFIG_SIZE as u64 + 1;
+    let text = read_regular_limited(path, limit).map_err(|e| Fatal {
         code: 1,
         lines: vec![
             format!("cannot open config file {path}: {e}"),
@@ -128,7 +130,7 @@ pub fn load_secret(opts: &Options) -> Result<Option<ProxySecret>, Fatal> {
             "fatal: cannot load secret definition file `{path}'"
         ))
     };
-    match std::fs::read(path) {
+    match read_regular_limited(path, crate::config::secret::PWD_READ_LIMIT as u64) {
         Ok(bytes) => match ProxySecret::from_bytes(&bytes) {
             Ok(s) => Ok(Some(s)),
             Err(e) => {
@@ -136,12 +138,61 @@ pub fn load_secret(opts: &Options) -> Result<Option<ProxySecret>, Fatal> {
                 Err(fatal())
             }
         },
-        Err(_) if !explicit => {
-            tracing::warn!("no proxy-secret file (`{path}'): middle-end handshakes will fail");
+        Err(e) if !explicit => {
+            tracing::warn!("no proxy-secret file (`{path}': {e}): middle-end handshakes will fail");
             Ok(None)
         }
-        Err(_) => Err(fatal()),
+        Err(e) => {
+            tracing::warn!("secret file {path}: {e}");
+            Err(fatal())
+        }
     }
+}
+
+/// The ports `-p` offers for the stats listener, tried in order: the `-p` port, or the
+/// ports of the `-p S:E` range that can exist (1..=65535). The range is walked, never
+/// collected, as C's `try_open_port_range` walks it, so `-p 1:2147483647` costs
+/// nothing; ports above 65535 (which C would truncate) are skipped.
+fn stats_port_candidates(spec: PortSpec) -> std::ops::RangeInclusive<u16> {
+    let (start, end) = match spec {
+        PortSpec::Port(p) => (p, p),
+        PortSpec::Range(s, e) => (s, e),
+    };
+    match (u16::try_from(start.max(1)), u16::try_from(end.min(65535))) {
+        (Ok(s), Ok(e)) => s..=e,
+        _ => empty_ports(),
+    }
+}
+
+/// A port range with no port.
+#[allow(clippy::reversed_empty_ranges)] // empty on purpose
+fn empty_ports() -> std::ops::RangeInclusive<u16> {
+    1..=0
+}
+
+/// Reads at most `limit` bytes of the regular file at `path` (C reads its config and
+/// secret files with one bounded `read`). A FIFO, directory or device is refused
+/// without reading from it (the open does not wait for a FIFO's writer), so a wrong path
+/// can neither hang the start-up nor make it read without end.
+///
+/// # Errors
+/// When the file cannot be opened or read, or is not a regular file.
+pub fn read_regular_limited(path: &str, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit).read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Everything the serving phase needs.
@@ -223,6 +274,7 @@ impl App {
                 domains: o.domains.clone(),
                 pre_auth_timeout: pre_auth_timeout(),
                 hello_timeout: HELLO_TIMEOUT,
+                idle_timeout: seconds_from_env("MTPROXY_IDLE_TIMEOUT", IDLE_TIMEOUT),
                 flag_xor: planted_flag_xor(),
             }),
             proxy_tag: o.proxy_tag,
@@ -358,14 +410,13 @@ impl App {
                         "listening sockets from systemd (LISTEN_FDS)"
                     );
                 }
-                let stats_ports: Vec<i32> = match (o.http_stats, o.port) {
-                    (true, Some(PortSpec::Port(p))) => vec![p],
-                    (true, Some(PortSpec::Range(s, e))) => (s..=e).collect(),
-                    _ => Vec::new(),
+                let stats_ports = match (o.http_stats, o.port) {
+                    (true, Some(spec)) => stats_port_candidates(spec),
+                    _ => empty_ports(),
                 };
                 for (addr, fd) in from_systemd {
                     let port = addr.port();
-                    if stats_ports.contains(&i32::from(port)) && !o.http_ports.contains(&port) {
+                    if stats_ports.contains(&port) && !o.http_ports.contains(&port) {
                         inherited.stats = Some((addr, fd));
                     } else {
                         inherited.client.push((addr, fd));
@@ -638,16 +689,12 @@ impl App {
         if !o.http_stats {
             return Ok(None);
         }
-        let ports: Vec<i32> = match o.port {
-            Some(PortSpec::Port(p)) => vec![p],
-            Some(PortSpec::Range(s, e)) => (s..=e).collect(),
+        let ports = match o.port {
+            Some(spec) => stats_port_candidates(spec),
             None => return Err(Fatal::one("fatal: port isn't defined")),
         };
         let mut last = String::new();
-        for p in &ports {
-            let Ok(port) = u16::try_from(*p) else {
-                continue;
-            };
+        for port in ports.clone() {
             if let Some(fd) = inherited.take_stats(port) {
                 let l = std::net::TcpListener::from(fd);
                 let l = l
@@ -657,8 +704,7 @@ impl App {
                 return Ok(Some(l));
             }
         }
-        for p in ports {
-            let Ok(port) = u16::try_from(p) else { continue };
+        for port in ports {
             match tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port))).await
             {
                 Ok(l) => return Ok(Some(l)),
@@ -670,8 +716,27 @@ impl App {
 
     /// Drops privileges (`-u`). The `-M` master with `-l` keeps the right to recreate
     /// the log file (see [`crate::os::drop_privileges`]).
+    ///
+    /// A single process (or a worker) keeps no capability: the log file it created is
+    /// given to the `-u` user first, so SIGUSR1 can reopen it as that user.
     fn drop_privileges(&self, master: bool) -> Result<(), Fatal> {
         let keep = master && self.opts.log_file.is_some();
+        if !master && self.opts.log_file.is_some() && nix::unistd::Uid::effective().is_root() {
+            let name = self
+                .opts
+                .user
+                .as_deref()
+                .filter(|u| !u.is_empty())
+                .unwrap_or(crate::os::DEFAULT_USER);
+            if let Ok(Some(pw)) = nix::unistd::User::from_name(name) {
+                if let Err(e) = self
+                    .log
+                    .give_created_file_to(pw.uid.as_raw(), pw.gid.as_raw())
+                {
+                    tracing::warn!(error = %e, "cannot give the log file to {name}: SIGUSR1 may fail to reopen it");
+                }
+            }
+        }
         match crate::os::drop_privileges(self.opts.user.as_deref(), keep) {
             Ok(Some(user)) => {
                 tracing::debug!(user, "dropped privileges");
@@ -931,6 +996,16 @@ fn pre_auth_timeout() -> Duration {
         .map_or(PRE_AUTH_TIMEOUT, Duration::from_secs)
 }
 
+/// Whole seconds from the environment variable `name` (operators may change the bound,
+/// tests shorten it), else `default`.
+fn seconds_from_env(name: &str, default: Duration) -> Duration {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map_or(default, Duration::from_secs)
+}
+
 /// Test-only divergence switch (see [`Settings::planted_flag_xor`]): debug builds read
 /// `MTPROXY_TEST_PLANT_FLAGS` (hex); release builds never do.
 fn planted_flag_xor() -> u32 {
@@ -1090,4 +1165,96 @@ fn cli_exit_to_fatal(e: crate::config::cli::CliExit) -> Fatal {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh empty directory for one test.
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("mtproxy-app-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn a_huge_stats_port_range_is_walked_within_the_real_ports() {
+        let all = stats_port_candidates(PortSpec::Range(1, i32::MAX));
+        assert_eq!((*all.start(), *all.end()), (1, 65535));
+        assert_eq!(all.count(), 65535);
+        let r = stats_port_candidates(PortSpec::Range(8000, 8002));
+        assert_eq!(r.collect::<Vec<_>>(), vec![8000, 8001, 8002]);
+        let r = stats_port_candidates(PortSpec::Range(65000, 70000));
+        assert_eq!((*r.start(), *r.end()), (65000, 65535));
+        assert_eq!(stats_port_candidates(PortSpec::Port(8888)), 8888..=8888);
+        // Ports that cannot exist give no candidate (the bind then fails clearly).
+        assert_eq!(stats_port_candidates(PortSpec::Port(70000)).count(), 0);
+        assert_eq!(
+            stats_port_candidates(PortSpec::Range(70000, 80000)).count(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_huge_file_is_read_only_up_to_the_limit() {
+        let d = scratch("huge");
+        let p = d.join("big");
+        // A sparse 64 GiB file: reading it whole would exhaust memory.
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(64 << 30).unwrap();
+        let got = read_regular_limited(p.to_str().unwrap(), 1000).unwrap();
+        assert_eq!(got.len(), 1000);
+        // The config file gets C's `too long` error (code -2), not an allocation.
+        let e = load_config_file(p.to_str().unwrap()).unwrap_err();
+        assert_eq!(e.code, 1);
+        assert!(e.lines[0].contains("too long"), "{e:?}");
+        assert_eq!(e.lines[1], "config check failed! (code -2)");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_fifo_or_directory_is_refused_without_waiting() {
+        let d = scratch("fifo");
+        let fifo = d.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        for p in [fifo.to_str().unwrap(), d.to_str().unwrap()] {
+            let e = read_regular_limited(p, 100).unwrap_err();
+            assert_eq!(e.to_string(), "not a regular file");
+            let e = load_config_file(p).unwrap_err();
+            assert_eq!(e.code, 1);
+            assert_eq!(
+                e.lines,
+                vec![
+                    format!("cannot open config file {p}: not a regular file"),
+                    "config check failed! (code -1)".to_string(),
+                ]
+            );
+            let opts =
+                crate::config::cli::parse_from(["mtproto-proxy", "--aes-pwd", p, "conf"]).unwrap();
+            let e = load_secret(&opts).unwrap_err();
+            assert_eq!(
+                e.lines,
+                vec![format!("fatal: cannot load secret definition file `{p}'")]
+            );
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn an_oversized_secret_file_is_refused_after_a_bounded_read() {
+        let d = scratch("secret");
+        let p = d.join("secret");
+        std::fs::File::create(&p).unwrap().set_len(8 << 30).unwrap();
+        let p = p.to_str().unwrap();
+        let opts =
+            crate::config::cli::parse_from(["mtproto-proxy", "--aes-pwd", p, "conf"]).unwrap();
+        let e = load_secret(&opts).unwrap_err();
+        assert_eq!(
+            e.lines,
+            vec![format!("fatal: cannot load secret definition file `{p}'")]
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }

@@ -233,6 +233,25 @@ counters! {
     counter config_reload_failures,
     /// Worker processes respawned after an unexpected exit.
     counter worker_restarts,
+    /// Clients closed for holding a large incomplete frame while the global buffer budget
+    /// (`--msg-buffers-size`, which counts incomplete input too) was ¾ used.
+    counter connections_failed_input,
+    /// Clients closed after the idle timeout (identified, silent both ways).
+    counter client_idle_timeouts,
+    /// Connections closed before authenticating to admit a new one at the `-C` cap.
+    counter preauth_evictions,
+    /// `-D` relays closed because no byte went either way for
+    /// [`crate::net::fronting::splice::FRONT_IDLE`].
+    counter tls_fronting_idle_timeouts,
+    /// `-D` relays closed because one side had closed and the other direction was not done
+    /// within [`crate::net::fronting::splice::FRONT_HALF_CLOSE`].
+    counter tls_fronting_half_close_timeouts,
+    /// Fake-TLS hellos rejected because the replay cache was full of recent entries (it
+    /// refuses rather than forget a random that could still be replayed).
+    counter tls_replay_cache_full,
+    /// Obfuscated2 headers rejected because the header replay cache was full of recent
+    /// nonces.
+    counter obfs2_replay_cache_full,
     /// Clients closed because they read nothing of what was queued for them for
     /// [`crate::net::client::WRITE_STALL`] (a full socket that never drains).
     counter client_write_stalls,
@@ -806,7 +825,20 @@ impl Snapshot {
             ("config_reload_failures", self.config_reload_failures),
             ("worker_restarts", self.worker_restarts),
             ("log_write_failures", self.log_write_failures),
+            (
+                "tls_fronting_idle_timeouts",
+                self.tls_fronting_idle_timeouts,
+            ),
+            (
+                "tls_fronting_half_close_timeouts",
+                self.tls_fronting_half_close_timeouts,
+            ),
+            ("tls_replay_cache_full", self.tls_replay_cache_full),
+            ("obfs2_replay_cache_full", self.obfs2_replay_cache_full),
             ("client_write_stalls", self.client_write_stalls),
+            ("preauth_evictions", self.preauth_evictions),
+            ("connections_failed_input", self.connections_failed_input),
+            ("client_idle_timeouts", self.client_idle_timeouts),
         ] {
             kv(k, &v);
         }

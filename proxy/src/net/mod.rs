@@ -5,6 +5,7 @@
 //!
 //! * [`shared`] — the settings and state every task of a process shares.
 //! * [`serve`] — accept loops, the `-C` cap, the drain.
+//! * [`admission`] — at the cap, the oldest unauthenticated connection makes room.
 //! * [`listener`] — client listening sockets with C's socket options.
 //! * [`client`] — one task per client, driving its [`crate::protocol::session::ClientSession`].
 //! * [`sock`] — socket reads and writes without surplus system calls.
@@ -16,6 +17,7 @@
 //! * [`fronting`] — `-D`: the domain registry, the probe, the relay to the real site.
 //! * [`stats_http`] — the `-p` stats listener.
 
+pub mod admission;
 pub mod client;
 pub mod fronting;
 pub mod inbox;

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::net::admission::Admission;
 use crate::net::client::{self, ClientCancel};
 use crate::net::listener;
 use crate::net::shared::Shared;
@@ -99,6 +100,7 @@ pub async fn serve(shared: Arc<Shared>, listeners: Vec<TcpListener>, gates: Gate
     let stop_accepting = CancellationToken::new();
     let draining = CancellationToken::new();
     let conn_cancel = CancellationToken::new();
+    let admission = Arc::new(Admission::default());
     shared
         .counters
         .listening_connections
@@ -114,6 +116,7 @@ pub async fn serve(shared: Arc<Shared>, listeners: Vec<TcpListener>, gates: Gate
             ClientCancel {
                 draining: draining.clone(),
                 hard: conn_cancel.clone(),
+                admission: admission.clone(),
             },
         ));
     }
@@ -183,12 +186,19 @@ async fn accept_loop(
         .ok()
         .filter(|a| !a.ip().is_unspecified());
     loop {
-        // -C as backpressure: stop accepting at the cap, resume below it.
-        let permit = tokio::select! {
-            () = stop.cancelled() => return,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
+        // -C: below the cap, take a slot; at the cap with only authenticated clients,
+        // stop accepting until one leaves (backpressure); at the cap with unauthenticated
+        // connections, accept and evict the oldest of them (see [`Admission`]).
+        let mut permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(TryAcquireError::Closed) => return,
+            Err(TryAcquireError::NoPermits) if cancel.admission.has_waiting() => None,
+            Err(TryAcquireError::NoPermits) => tokio::select! {
+                () = stop.cancelled() => return,
+                p = permits.clone().acquire_owned() => match p {
+                    Ok(p) => Some(p),
+                    Err(_) => return,
+                },
             },
         };
         let (stream, peer) = tokio::select! {
@@ -204,6 +214,23 @@ async fn accept_loop(
                     continue;
                 }
             },
+        };
+        let permit = match permit.take() {
+            Some(p) => p,
+            None => {
+                if cancel.admission.evict_oldest() {
+                    tracing::debug!(
+                        "connection cap reached: oldest unauthenticated connection evicted"
+                    );
+                }
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    p = permits.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
+                }
+            }
         };
         // A listener bound to one address tells every connection's local address without
         // a getsockname per connection.

@@ -33,8 +33,8 @@ use rand::{Rng, RngCore, SeedableRng};
 
 use crate::protocol::crypto::AesCtr;
 use crate::protocol::fake_tls::{
-    build_server_hello, classify_first_bytes, encode_app_data_records, finish_client_hello,
-    sni_domain, start_client_hello, AcceptedHello, Classification, ClientRecordDecoder,
+    authenticate_client_hello, build_server_hello, classify_first_bytes, encode_app_data_records,
+    finish_client_hello, sni_domain, AcceptedHello, Classification, ClientRecordDecoder,
     DomainProfile, HelloReject, HelloStart, RecordError, ReplayAnswer, DEFAULT_DOMAIN,
     MAX_CLIENT_HELLO_LEN, MAX_SERVER_RECORD_PAYLOAD,
 };
@@ -52,6 +52,12 @@ pub const PRE_AUTH_TIMEOUT: Duration = Duration::from_secs(30);
 /// header by then is closed.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// An identified client with no bytes either way for this long is closed. C has no such
+/// bound (only the system's TCP keepalive, two hours): a client holding a valid secret
+/// could keep `-C` slots for ever with silent connections. Real clients ping far more
+/// often than this.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// `-D`: C decides on the transport once this many bytes are buffered.
 const DECISION_BYTES: usize = 9;
 
@@ -68,6 +74,8 @@ pub struct SessionRules {
     pub pre_auth_timeout: Duration,
     /// The `-D` front door's deadline (see [`HELLO_TIMEOUT`]).
     pub hello_timeout: Duration,
+    /// An identified client silent both ways this long is closed (see [`IDLE_TIMEOUT`]).
+    pub idle_timeout: Duration,
     /// Test-only: bits XORed into every PROXY_REQ's flags, so the parity harness can prove
     /// it catches a divergence (0 in production).
     pub flag_xor: u32,
@@ -82,6 +90,7 @@ impl SessionRules {
             domains: Vec::new(),
             pre_auth_timeout: PRE_AUTH_TIMEOUT,
             hello_timeout: HELLO_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
             flag_xor: 0,
         }
     }
@@ -148,6 +157,12 @@ pub enum CloseReason {
     Shutdown,
     /// A socket error.
     IoError,
+    /// Closed before authenticating, to admit a new connection at the connection cap.
+    Evicted,
+    /// An identified client was silent both ways for the idle timeout.
+    IdleTimeout,
+    /// The client held more incomplete input than the incoming budget allows.
+    InputBudget,
     /// The client read nothing of what was queued for it for too long (its socket stayed
     /// full).
     WriteStall,
@@ -268,6 +283,8 @@ pub struct ClientSession {
     stage: Stage,
     /// The pre-authentication deadline (none once relaying).
     deadline: Option<Instant>,
+    /// When the caller last saw traffic either way (the idle deadline's base).
+    last_active: Instant,
     /// Wire bytes from the client (plain relay: `rx[..clear]` is already decrypted).
     rx: BytesMut,
     clear: usize,
@@ -306,6 +323,7 @@ impl ClientSession {
             rules,
             stage,
             deadline: now.checked_add(timeout),
+            last_active: now,
             rx: BytesMut::new(),
             clear: 0,
             plain: BytesMut::new(),
@@ -350,10 +368,22 @@ impl ClientSession {
         self.draining = true;
     }
 
-    /// The deadline the caller must wake at, if any.
+    /// The caller saw traffic (either way) at `now`: the idle deadline moves.
+    pub fn touch(&mut self, now: Instant) {
+        self.last_active = now;
+    }
+
+    /// Client bytes held until their frame is complete (the input side's memory).
+    pub fn buffered_input(&self) -> usize {
+        self.rx.len() + self.plain.len()
+    }
+
+    /// The deadline the caller must wake at, if any: before authentication the header's,
+    /// then the idle one.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.stage {
-            Stage::Relay(_) | Stage::Closed => None,
+            Stage::Closed => None,
+            Stage::Relay(_) => self.last_active.checked_add(self.rules.idle_timeout),
             _ => self.deadline,
         }
     }
@@ -368,6 +398,7 @@ impl ClientSession {
             Stage::Hello { .. } | Stage::HelloReplay { .. } | Stage::HelloProfile { .. } => {
                 self.front(DEFAULT_DOMAIN, FrontReason::HelloTimeout)
             }
+            Stage::Relay(_) => self.close(CloseReason::IdleTimeout),
             _ => self.close(CloseReason::PreAuthTimeout),
         };
         self.pending = Some(event);
@@ -431,7 +462,12 @@ impl ClientSession {
                     return Some(self.front(sni.unwrap_or(DEFAULT_DOMAIN), reason));
                 }
                 let extra = self.rx.len() - n;
-                match start_client_hello(&self.rx[..n], extra, &rules.domains) {
+                match authenticate_client_hello(
+                    &self.rx[..n],
+                    extra,
+                    &rules.domains,
+                    &rules.secrets,
+                ) {
                     Err(r) => Some(self.front(r.splice_domain(), FrontReason::Rejected(r))),
                     Ok(start) => {
                         self.stage = Stage::HelloReplay {

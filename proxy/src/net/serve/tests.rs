@@ -304,3 +304,127 @@ async fn a_client_that_stops_reading_is_closed_and_its_memory_released() {
     s.shutdown.cancel();
     let _ = s.done.await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn at_the_cap_the_oldest_unauthenticated_connection_makes_room() {
+    let mut settings = Settings::new(Arc::new(SessionRules::new(vec![SECRET])));
+    settings.max_client_connections = 3;
+    let shared = Shared::new(settings);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let done = tokio::spawn(serve(
+        shared.clone(),
+        vec![listener],
+        Gates::open(shutdown.clone()),
+    ));
+    let s = Served {
+        shared,
+        addr,
+        shutdown,
+        done,
+    };
+    let (mut data, _ctl) = fake_link(&s.shared);
+    // The cap filled with silent connections (a slowloris).
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(&[1; 8]).await.unwrap();
+        silent.push(c);
+        let sh = s.shared.clone();
+        let n = silent.len() as i64;
+        until(|| sh.counters.total_special_connections.load(Relaxed) == n).await;
+    }
+    // A legitimate client is still served: the oldest silent one made room.
+    let (_c, _hs, _id) = identified_client(&s, &mut data, 7).await;
+    assert_eq!(s.shared.counters.preauth_evictions.load(Relaxed), 1);
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        silent[0].read(&mut buf).await.unwrap_or(0),
+        0,
+        "the oldest is closed"
+    );
+    // Authenticated clients are never evicted: with the cap full of them and one silent
+    // connection, the next newcomer evicts the silent one, not a client.
+    let (_c2, _hs2, _id2) = identified_client(&s, &mut data, 8).await;
+    assert_eq!(s.shared.counters.preauth_evictions.load(Relaxed), 2);
+    assert_eq!(silent[1].read(&mut buf).await.unwrap_or(0), 0);
+    s.shutdown.cancel();
+    let _ = s.done.await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_identified_client_is_closed_at_the_idle_timeout() {
+    let s = serve_one().await;
+    let (mut data, mut ctl) = fake_link(&s.shared);
+    let start = Instant::now();
+    let (mut c, _hs, conn_id) = identified_client(&s, &mut data, 9).await;
+    let mut buf = [0u8; 8];
+    assert_eq!(c.read(&mut buf).await.unwrap_or(0), 0);
+    let took = start.elapsed();
+    let idle = crate::protocol::session::IDLE_TIMEOUT;
+    assert!(
+        took >= idle && took < idle + Duration::from_secs(1),
+        "{took:?}"
+    );
+    assert_eq!(s.shared.counters.client_idle_timeouts.load(Relaxed), 1);
+    match ctl.recv().await {
+        Some(MeCmd::CloseConn { conn_id: id }) => assert_eq!(id, conn_id),
+        other => panic!("expected CLOSE_CONN, got {other:?}"),
+    }
+    s.shutdown.cancel();
+    let _ = s.done.await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_sent_frames_count_in_the_buffer_budget_and_the_largest_holders_go() {
+    let mut settings = Settings::new(Arc::new(SessionRules::new(vec![SECRET])));
+    // ¾ of 2 MiB: the third client holding 700 KiB crosses it.
+    settings.msg_buffers_size = 2 << 20;
+    let shared = Shared::new(settings);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let done = tokio::spawn(serve(
+        shared.clone(),
+        vec![listener],
+        Gates::open(shutdown.clone()),
+    ));
+    let mut clients = Vec::new();
+    for seed in 0..3u64 {
+        let mut hs = ClientHandshake::generate(
+            &mut StdRng::seed_from_u64(20 + seed),
+            Some(&SECRET),
+            Transport::Intermediate,
+            2,
+        );
+        // A frame announcing 1 000 000 bytes of which 700 KiB arrive, then nothing.
+        let mut frame = BytesMut::new();
+        encode_client_frame(
+            Transport::Intermediate,
+            &vec![5u8; 1_000_000],
+            false,
+            &[],
+            &mut frame,
+        )
+        .unwrap();
+        frame.truncate(700 << 10);
+        hs.encrypt.apply(&mut frame);
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(&hs.header).await.unwrap();
+        c.write_all(&frame).await.unwrap();
+        clients.push(c);
+    }
+    let sh = shared.clone();
+    until(|| sh.counters.connections_failed_input.load(Relaxed) >= 1).await;
+    // What the closed ones held is given back; the budget holds what is still open.
+    let open = 3 - shared.counters.connections_failed_input.load(Relaxed) as usize;
+    let sh = shared.clone();
+    until(|| sh.buffered.load(Relaxed) <= open * (700 << 10)).await;
+    assert!(shared.buffered.load(Relaxed) <= (2 << 20) / 4 * 3);
+    drop(clients);
+    let sh = shared.clone();
+    until(|| sh.buffered.load(Relaxed) == 0).await;
+    shutdown.cancel();
+    let _ = done.await;
+}

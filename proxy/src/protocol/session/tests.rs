@@ -152,7 +152,11 @@ fn a_plain_client_is_identified_after_its_replay_check_and_its_packets_forwarded
                 tls: false
             })
         );
-        assert_eq!(s.poll_timeout(), None, "no deadline once relaying");
+        assert_eq!(
+            s.poll_timeout(),
+            Some(now + IDLE_TIMEOUT),
+            "the idle deadline once relaying"
+        );
         let expected_mode = if t == Transport::Abridged {
             req_flags::COMPACT
         } else {
@@ -270,6 +274,35 @@ fn a_replayed_header_is_skipped() {
     let ev = drain(&mut s, false);
     assert_eq!(ev.len(), 2, "{ev:?}");
     assert_eq!(ev[1], SessionEvent::Skipping(SkipReason::Replayed));
+}
+
+#[test]
+fn an_identified_client_silent_both_ways_is_closed_at_the_idle_timeout() {
+    let now = Instant::now();
+    let mut s = ClientSession::new(rules(), now, 443, &mut rand::thread_rng());
+    let mut c = Client::new(Transport::Intermediate, Some(&SECRET), 21);
+    s.feed(&c.hs.header);
+    drain(&mut s, true);
+    assert_eq!(s.poll_timeout(), Some(now + IDLE_TIMEOUT));
+    // Traffic moves the deadline.
+    let later = now + Duration::from_secs(300);
+    s.feed(&c.frame(&packet(1, 64), false));
+    s.touch(later);
+    assert_eq!(forwards(&drain(&mut s, true)).len(), 1);
+    assert!(s.buffered_input() == 0);
+    s.handle_timeout(now + IDLE_TIMEOUT);
+    assert_eq!(s.poll_event(), None, "not idle: it spoke at +300 s");
+    assert_eq!(s.poll_timeout(), Some(later + IDLE_TIMEOUT));
+    // A half-sent frame is held (and counted) until it completes.
+    let f = c.frame(&packet(2, 4000), false);
+    s.feed(&f[..1000]);
+    assert_eq!(s.poll_event(), None);
+    assert_eq!(s.buffered_input(), 1000);
+    s.handle_timeout(later + IDLE_TIMEOUT);
+    assert_eq!(
+        s.poll_event(),
+        Some(SessionEvent::Close(CloseReason::IdleTimeout))
+    );
 }
 
 #[test]
