@@ -282,6 +282,7 @@ impl App {
                 .effective_window_clamp()
                 .and_then(|w| u32::try_from(w).ok())
                 .filter(|w| *w > 0),
+            max_connections_per_ip: o.max_connections_per_ip,
             max_client_connections: usize::try_from(
                 i64::from(o.effective_max_special_connections().max(1))
                     .min(limit_connections as i64),

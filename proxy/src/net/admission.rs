@@ -7,8 +7,9 @@
 //! accepting, so a few hundred silent sockets lock every legitimate client out (the
 //! slowloris drill).
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
@@ -73,6 +74,64 @@ impl Admission {
     }
 }
 
+/// `--max-connections-per-ip`: how many connections each client address holds.
+#[derive(Debug, Default)]
+pub struct PerIp {
+    limit: usize,
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One admitted connection's share of its address's count (given back on drop).
+#[derive(Debug)]
+pub struct PerIpGuard {
+    owner: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    /// A limit of `limit` connections per address (0: none).
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            counts: Mutex::default(),
+        })
+    }
+
+    /// Admits one more connection from `ip`, or `None` when it holds the limit already.
+    /// Without a limit every connection is admitted (and nothing is counted).
+    pub fn try_enter(self: &Arc<Self>, ip: IpAddr) -> Option<Option<PerIpGuard>> {
+        if self.limit == 0 {
+            return Some(None);
+        }
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            IpAddr::V4(_) => ip,
+        };
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(Some(PerIpGuard {
+            owner: Arc::clone(self),
+            ip,
+        }))
+    }
+}
+
+impl Drop for PerIpGuard {
+    fn drop(&mut self) {
+        let mut counts = self.owner.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +153,26 @@ mod tests {
         let t4 = a.enter(&drain);
         drain.cancel();
         assert!(t4.token.is_cancelled());
+    }
+
+    #[test]
+    fn each_address_holds_at_most_the_limit_and_gets_its_slots_back() {
+        let p = PerIp::new(2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let g1 = p.try_enter(a).unwrap();
+        let _g2 = p.try_enter(mapped).unwrap();
+        assert!(
+            p.try_enter(a).is_none(),
+            "the same address, IPv4-mapped or not"
+        );
+        assert!(p.try_enter(b).is_some());
+        drop(g1);
+        assert!(p.try_enter(a).is_some());
+        assert!(
+            PerIp::new(0).try_enter(a).unwrap().is_none(),
+            "no limit: not counted"
+        );
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::{Semaphore, TryAcquireError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::net::admission::Admission;
+use crate::net::admission::{Admission, PerIp};
 use crate::net::client::{self, ClientCancel};
 use crate::net::listener;
 use crate::net::shared::Shared;
@@ -101,6 +101,7 @@ pub async fn serve(shared: Arc<Shared>, listeners: Vec<TcpListener>, gates: Gate
     let draining = CancellationToken::new();
     let conn_cancel = CancellationToken::new();
     let admission = Arc::new(Admission::default());
+    let per_ip = PerIp::new(shared.settings.max_connections_per_ip);
     shared
         .counters
         .listening_connections
@@ -113,6 +114,7 @@ pub async fn serve(shared: Arc<Shared>, listeners: Vec<TcpListener>, gates: Gate
             tracker.clone(),
             gates.go.clone(),
             stop_accepting.clone(),
+            per_ip.clone(),
             ClientCancel {
                 draining: draining.clone(),
                 hard: conn_cancel.clone(),
@@ -172,6 +174,7 @@ async fn accept_loop(
     tracker: TaskTracker,
     go: CancellationToken,
     stop: CancellationToken,
+    per_ip: Arc<PerIp>,
     cancel: ClientCancel,
 ) {
     tokio::select! {
@@ -247,10 +250,16 @@ async fn accept_loop(
                 leaked.push(fd);
             }
         }
+        let Some(share) = per_ip.try_enter(peer.ip()) else {
+            // --max-connections-per-ip: closed at once (the slot goes back with it).
+            inc(&shared.counters.per_ip_refusals);
+            continue;
+        };
         let shared2 = shared.clone();
         let cancel = cancel.clone();
         tracker.spawn(async move {
             client::serve(stream, peer, local, shared2, cancel).await;
+            drop(share);
             drop(permit);
         });
     }

@@ -27,6 +27,8 @@ pub struct Settings {
     pub window_clamp: Option<u32>,
     /// `-C` (effective): accepted client connections at most, per process.
     pub max_client_connections: usize,
+    /// `--max-connections-per-ip`: client connections one address may hold (0: no limit).
+    pub max_connections_per_ip: usize,
     /// Bytes queued towards one client before it is closed (C: 32 MiB).
     pub per_conn_buffer_cap: usize,
     /// `--msg-buffers-size`: the global budget of queued bytes.
@@ -92,6 +94,7 @@ impl Settings {
             proxy_tag: None,
             window_clamp: None,
             max_client_connections: 1024,
+            max_connections_per_ip: 0,
             per_conn_buffer_cap: PER_CONN_BUFFER_CAP,
             msg_buffers_size: 256 << 20,
             nat: NatInfo::default(),

@@ -314,6 +314,14 @@ fn apply(o: &mut Options, def: &OptDef, value: Option<String>) -> Flow {
                 ))])
             }
         },
+        Id::MaxConnectionsPerIp => match v.trim().parse::<usize>() {
+            Ok(n) if n <= 1_000_000 => o.max_connections_per_ip = n,
+            _ => {
+                return usage_with(vec![StderrLine::Log(format!(
+                    "--max-connections-per-ip: '{v}' is not a connection count (0 to 1000000)"
+                ))])
+            }
+        },
         Id::HandoverTimeout | Id::DrainTimeout => match parse_seconds(&v) {
             Some(d) if def.id == Id::HandoverTimeout => o.handover_timeout = d,
             Some(d) => o.drain_timeout = d,
@@ -852,5 +860,34 @@ mod tests {
             ok(&["--msg-buffers-size", "2g", "x"]).msg_buffers_size,
             2 << 30
         );
+    }
+}
+
+#[cfg(test)]
+mod per_ip_option {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options, CliExit> {
+        let mut v = vec!["mtproto-proxy".to_string()];
+        v.extend(args.iter().map(|s| s.to_string()));
+        v.push("proxy-multi.conf".into());
+        parse_from(v)
+    }
+
+    #[test]
+    fn max_connections_per_ip_is_parsed_and_bad_values_are_usage_errors() {
+        assert_eq!(
+            parse_for_test(&["--max-connections-per-ip", "16"]).max_connections_per_ip,
+            16
+        );
+        assert_eq!(
+            parse_for_test(&[]).max_connections_per_ip,
+            0,
+            "no limit by default, as C"
+        );
+        for bad in ["-1", "lots", "1000001"] {
+            let e = parse(&["--max-connections-per-ip", bad]).err();
+            assert_eq!(e.map(|e| e.code), Some(2), "{bad}");
+        }
     }
 }

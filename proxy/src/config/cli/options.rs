@@ -107,6 +107,9 @@ pub struct Options {
     /// `--threads` (ours): runtime threads of a process without `-M` (default 1, one event
     /// loop as C's; a `-M` worker always has one).
     pub threads: usize,
+    /// `--max-connections-per-ip` (ours): client connections one IP address may hold at
+    /// once per process (0: no limit, as C).
+    pub max_connections_per_ip: usize,
     /// Options given that C accepts and that have no effect here (long names, in order,
     /// without duplicates); see [`ignored_options`](super::table::ignored_options).
     pub ignored: Vec<&'static str>,
@@ -151,6 +154,7 @@ impl Options {
             public_host: None,
             check: false,
             threads: 1,
+            max_connections_per_ip: 0,
             ignored: Vec::new(),
         }
     }

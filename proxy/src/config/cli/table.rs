@@ -74,6 +74,7 @@ pub(super) enum Id {
     PublicHost,
     Check,
     Threads,
+    MaxConnectionsPerIp,
 }
 
 /// One row of the option table.
@@ -89,7 +90,7 @@ pub(super) struct OptDef {
 }
 
 /// How many entries at the end of [`OPTS`] are ours, not C's.
-pub(super) const OWN_OPTIONS: usize = 6;
+pub(super) const OWN_OPTIONS: usize = 7;
 
 /// The option table in C's order (which is also glibc's order for ambiguity lists).
 pub(super) const OPTS: &[OptDef] = &[
@@ -339,5 +340,11 @@ pub(super) const OPTS: &[OptDef] = &[
         short: None,
         arg: Arg::Required,
         id: Id::Threads,
+    },
+    OptDef {
+        long: "max-connections-per-ip",
+        short: None,
+        arg: Arg::Required,
+        id: Id::MaxConnectionsPerIp,
     },
 ];

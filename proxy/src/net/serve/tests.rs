@@ -428,3 +428,44 @@ async fn half_sent_frames_count_in_the_buffer_budget_and_the_largest_holders_go(
     shutdown.cancel();
     let _ = done.await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn one_address_holds_at_most_the_per_ip_limit_and_others_are_unaffected() {
+    let mut settings = Settings::new(Arc::new(SessionRules::new(vec![SECRET])));
+    settings.max_connections_per_ip = 2;
+    let shared = Shared::new(settings);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let done = tokio::spawn(serve(
+        shared.clone(),
+        vec![listener],
+        Gates::open(shutdown.clone()),
+    ));
+    let from = |ip: &str| {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+        sock.connect(addr)
+    };
+    let (_a, _b) = (
+        from("127.0.0.1").await.unwrap(),
+        from("127.0.0.1").await.unwrap(),
+    );
+    let sh = shared.clone();
+    until(|| sh.counters.total_special_connections.load(Relaxed) == 2).await;
+    let mut third = from("127.0.0.1").await.unwrap();
+    let mut buf = [0u8; 4];
+    assert_eq!(
+        third.read(&mut buf).await.unwrap_or(0),
+        0,
+        "over the limit: closed"
+    );
+    assert_eq!(shared.counters.per_ip_refusals.load(Relaxed), 1);
+    // Another address is admitted.
+    let _other = from("127.0.0.2").await.unwrap();
+    let sh = shared.clone();
+    until(|| sh.counters.total_special_connections.load(Relaxed) == 3).await;
+    assert_eq!(shared.counters.per_ip_refusals.load(Relaxed), 1);
+    shutdown.cancel();
+    let _ = done.await;
+}
