@@ -238,6 +238,8 @@ counters! {
     counter connections_failed_input,
     /// Clients closed after the idle timeout (identified, silent both ways).
     counter client_idle_timeouts,
+    /// Connections closed at once because their address held `--max-connections-per-ip`.
+    counter per_ip_refusals,
     /// Connections closed before authenticating to admit a new one at the `-C` cap.
     counter preauth_evictions,
     /// `-D` relays closed because no byte went either way for
@@ -252,6 +254,16 @@ counters! {
     /// Obfuscated2 headers rejected because the header replay cache was full of recent
     /// nonces.
     counter obfs2_replay_cache_full,
+    /// Middle-end links closed because the middle end made us queue more control messages
+    /// (RPC_CLOSE_CONN) than [`crate::net::me_pool::CTL_QUEUE_LIMIT`] without reading them.
+    counter me_links_closed_ctl_backlog,
+    /// Middle-end links closed because more than [`crate::net::me_link::PONG_BACKLOG`]
+    /// bytes of RPC_PONG answers to its pings were queued and unsent (it pings and does
+    /// not read).
+    counter me_links_closed_pong_backlog,
+    /// Middle-end links closed for a burst of junk: [`crate::net::me_link::JUNK_LIMIT`]
+    /// malformed or unknown messages with no valid one between them.
+    counter me_links_closed_junk,
     /// Clients closed because they read nothing of what was queued for them for
     /// [`crate::net::client::WRITE_STALL`] (a full socket that never drains).
     counter client_write_stalls,
@@ -835,8 +847,18 @@ impl Snapshot {
             ),
             ("tls_replay_cache_full", self.tls_replay_cache_full),
             ("obfs2_replay_cache_full", self.obfs2_replay_cache_full),
+            (
+                "me_links_closed_ctl_backlog",
+                self.me_links_closed_ctl_backlog,
+            ),
+            (
+                "me_links_closed_pong_backlog",
+                self.me_links_closed_pong_backlog,
+            ),
+            ("me_links_closed_junk", self.me_links_closed_junk),
             ("client_write_stalls", self.client_write_stalls),
             ("preauth_evictions", self.preauth_evictions),
+            ("per_ip_refusals", self.per_ip_refusals),
             ("connections_failed_input", self.connections_failed_input),
             ("client_idle_timeouts", self.client_idle_timeouts),
         ] {

@@ -10,11 +10,21 @@
 //! encrypt at more than AES latency speed.
 //!
 //! When a link is lost, every client pinned to it is closed (as C does).
+//!
+//! A middle end cannot make a link hold unbounded memory or work (C has no such bounds):
+//! - the RPC_PONG answers to its pings that wait unsent (it pings and does not read) are
+//!   bounded by [`PONG_BACKLOG`] bytes;
+//! - the RPC_CLOSE_CONN commands it makes us queue (answers for unknown conn ids) by
+//!   [`crate::net::me_pool::CTL_QUEUE_LIMIT`], and `Flush` wake-ups are coalesced;
+//! - junk (malformed messages, unknown or misdirected ops) by [`JUNK_LIMIT`] in a burst.
+//!
+//! Past a bound the link is closed as on any link loss (clients closed, reconnect with
+//! backoff), with a log line and a counter per cause.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
@@ -50,6 +60,21 @@ const SEAL_TOGETHER: usize = 8 * 1024;
 const SEAL_WAIT_ROUNDS: usize = 3;
 /// Above ¾ of the global budget, clients with at least this much queued are closed.
 const LRU_MIN_QUEUE: usize = 256 * 1024;
+/// Bytes of RPC_PONG frames a link may hold queued and unwritten: beyond, its middle end
+/// pings without reading our answers, and the link is closed. 1 MiB is ~44 000 PONGs
+/// behind, on top of what the socket buffers already hold: a middle end that reads never
+/// gets there (the writer writes PONGs as they come); the bound only stops a peer from
+/// growing our memory. The check runs after each read, so the count may pass the bound
+/// by one read's worth (`ME_READ_CHUNK`) before the link closes.
+pub const PONG_BACKLOG: usize = 1 << 20;
+/// The bytes one RPC_PONG frame queues: length, seq, op, `ping_id`, CRC.
+const PONG_FRAME_LEN: usize = 4 + 4 + 4 + 8 + 4;
+/// Junk messages (malformed, unknown or misdirected ops) in a burst that close a link: a
+/// burst is junk with no valid message between, within [`JUNK_WINDOW`] of its first.
+pub const JUNK_LIMIT: u32 = 1024;
+/// How long a junk burst may take to count towards [`JUNK_LIMIT`]: a trickle of unknown
+/// ops (a newer middle end's message we do not know) never closes a link.
+pub const JUNK_WINDOW: Duration = Duration::from_secs(10);
 
 /// Applies `conf` to the pool (start-up and SIGHUP): new targets get `min_connections`
 /// link slots, removed ones are closed with their clients.
@@ -237,13 +262,24 @@ async fn serve_link(
     let writer = shared.tasks.spawn(write_loop(
         shared.clone(),
         target.clone(),
+        conn.clone(),
         link.clone(),
         wr,
-        rx,
-        ctl_rx,
+        (rx, ctl_rx),
         stop.clone(),
     ));
     let reason = read_loop(shared, &conn, &link, rd, &stop).await;
+    let cause = match reason {
+        Close::CtlBacklog => Some(&c.me_links_closed_ctl_backlog),
+        Close::PongBacklog => Some(&c.me_links_closed_pong_backlog),
+        Close::Junk => Some(&c.me_links_closed_junk),
+        _ => None,
+    };
+    if let Some(counter) = cause {
+        inc(counter);
+        tracing::warn!(target_addr = %target.addr(), reason = reason.text(), "closing the middle-end link");
+    }
+    let reason = reason.text();
     stop.cancel();
     let _ = writer.await;
     if target.remove_ready(&conn, &link) {
@@ -258,44 +294,134 @@ async fn serve_link(
     }
 }
 
+/// Why a link's reader stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// The target was removed, the proxy stops, or the writer failed.
+    Stopped,
+    /// The middle end closed the connection.
+    Eof,
+    /// A socket error.
+    ReadError,
+    /// The link failed (framing, CRC, seq).
+    Protocol,
+    /// [`crate::net::me_pool::CTL_QUEUE_LIMIT`] control messages queued and unwritten.
+    CtlBacklog,
+    /// More than [`PONG_BACKLOG`] bytes of RPC_PONG queued and unwritten.
+    PongBacklog,
+    /// [`JUNK_LIMIT`] junk messages in a burst.
+    Junk,
+}
+
+impl Close {
+    fn text(self) -> &'static str {
+        match self {
+            Close::Stopped => "closed",
+            Close::Eof => "middle end closed the connection",
+            Close::ReadError => "read error",
+            Close::Protocol => "protocol error",
+            Close::CtlBacklog => "the middle end does not read: control queue full",
+            Close::PongBacklog => "the middle end pings and does not read: PONG backlog",
+            Close::Junk => "the middle end floods malformed or unknown messages",
+        }
+    }
+}
+
+/// Counts junk messages in a burst ([`JUNK_LIMIT`] within [`JUNK_WINDOW`], no valid
+/// message between).
+#[derive(Debug, Default)]
+struct JunkBurst {
+    count: u32,
+    since: Option<Instant>,
+}
+
+impl JunkBurst {
+    /// A valid message ends the burst.
+    fn valid(&mut self) {
+        self.count = 0;
+        self.since = None;
+    }
+
+    /// One more junk message; returns whether the burst reached [`JUNK_LIMIT`].
+    fn junk(&mut self, now: Instant) -> bool {
+        match self.since {
+            Some(t) if now.duration_since(t) <= JUNK_WINDOW => self.count += 1,
+            _ => {
+                self.since = Some(now);
+                self.count = 1;
+            }
+        }
+        self.count >= JUNK_LIMIT
+    }
+}
+
 async fn read_loop(
     shared: &Arc<Shared>,
     conn: &Arc<MeConn>,
     link: &Mutex<RpcLink>,
     rd: tokio::net::tcp::OwnedReadHalf,
     stop: &CancellationToken,
-) -> &'static str {
+) -> Close {
     let mut buf = BytesMut::with_capacity(ME_READ_CHUNK);
     let c = &shared.counters;
+    let mut junk = JunkBurst::default();
     loop {
         if buf.capacity() - buf.len() < ME_READ_CHUNK / 4 {
             buf.reserve(ME_READ_CHUNK);
         }
         tokio::select! {
-            () = stop.cancelled() => return "closed",
-            r = rd.readable() => if r.is_err() { return "read error" },
+            () = stop.cancelled() => return Close::Stopped,
+            () = conn.broken() => return Close::CtlBacklog,
+            r = rd.readable() => if r.is_err() { return Close::ReadError },
         }
         match read_into(rd.as_ref(), &mut buf) {
-            Ok(0) => return "middle end closed the connection",
+            Ok(0) => return Close::Eof,
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(_) => return "read error",
+            Err(_) => return Close::ReadError,
         }
         let mut events = Vec::new();
+        let mut pings = 0;
         {
             let mut l = lock(link);
             if l.handle_input(&mut buf, crate::clock::unix_now()).is_err() {
-                return "protocol error";
+                return Close::Protocol;
             }
             while let Some(ev) = l.poll_event() {
+                if matches!(ev, LinkEvent::Message(RpcMessage::Ping { .. })) {
+                    pings += 1;
+                }
                 events.push(ev);
+            }
+            // Counted under the link's lock, so the writer's count of what it takes with
+            // the link's bytes covers exactly the PONGs in them.
+            if pings > 0 && conn.queued_pongs(pings * PONG_FRAME_LEN) > PONG_BACKLOG {
+                return Close::PongBacklog;
             }
             if l.has_transmit() {
                 // A PONG was queued by the link: wake the writer.
                 conn.wake_writer();
             }
         }
+        let now = Instant::now();
         for ev in events {
+            let valid = !matches!(
+                ev,
+                LinkEvent::Malformed { .. }
+                    | LinkEvent::Message(
+                        RpcMessage::Unknown { .. }
+                            | RpcMessage::Nonce(_)
+                            | RpcMessage::Handshake(_)
+                            | RpcMessage::HandshakeError(_)
+                            | RpcMessage::ProxyReq(_)
+                            | RpcMessage::CloseConn { .. }
+                    )
+            );
+            if valid {
+                junk.valid();
+            } else if junk.junk(now) {
+                return Close::Junk;
+            }
             match ev {
                 LinkEvent::Message(RpcMessage::ProxyAns { conn_id, data, .. }) => {
                     match conn.client(conn_id) {
@@ -329,6 +455,7 @@ async fn read_loop(
                     }
                 }
                 LinkEvent::Message(RpcMessage::Ping { .. } | RpcMessage::Pong { .. }) => {}
+                // Junk, counted above.
                 LinkEvent::Message(other) => {
                     tracing::debug!(
                         op = format_args!("{:#010x}", other.op()),
@@ -341,16 +468,26 @@ async fn read_loop(
                 LinkEvent::HandshakeDone { .. } => {}
             }
         }
+        if conn.is_broken() {
+            return Close::CtlBacklog;
+        }
+        if pings > 0 || conn.ctl_queued() > 0 {
+            // We queued work for the writer: let it run before reading on. Woken from this
+            // task, it waits in this worker's next-task slot, which other workers do not
+            // take, so a reader with input always ready would otherwise run up the bounds
+            // against a middle end that reads.
+            tokio::task::yield_now().await;
+        }
     }
 }
 
 async fn write_loop(
     shared: Arc<Shared>,
     target: Arc<TargetLinks>,
+    conn: Arc<MeConn>,
     link: Arc<Mutex<RpcLink>>,
     mut wr: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::Receiver<MeCmd>,
-    mut ctl_rx: mpsc::UnboundedReceiver<MeCmd>,
+    (mut rx, mut ctl_rx): (mpsc::Receiver<MeCmd>, mpsc::UnboundedReceiver<MeCmd>),
     stop: CancellationToken,
 ) {
     let tag = shared.settings.proxy_tag;
@@ -389,8 +526,14 @@ async fn write_loop(
                         let h = ProxyReqHeader::new(flags, conn_id, client_addr, proxy_addr, tag);
                         l.send_proxy_req(&h, &payload)
                     }
-                    MeCmd::Flush => Ok(()),
-                    MeCmd::CloseConn { conn_id } => l.send(&RpcMessage::CloseConn { conn_id }),
+                    MeCmd::Flush => {
+                        conn.took_flush();
+                        Ok(())
+                    }
+                    MeCmd::CloseConn { conn_id } => {
+                        conn.took_close_conn();
+                        l.send(&RpcMessage::CloseConn { conn_id })
+                    }
                 };
                 if r.is_err() {
                     stop.cancel();
@@ -417,7 +560,11 @@ async fn write_loop(
                 seal_target(&target, &link);
             }
         }
-        lock(&link).poll_transmit(&mut out);
+        let pongs = {
+            let mut l = lock(&link);
+            l.poll_transmit(&mut out);
+            conn.unsent_pongs()
+        };
         if !out.is_empty() {
             let r = tokio::select! {
                 () = stop.cancelled() => return,
@@ -428,10 +575,39 @@ async fn write_loop(
                 return;
             }
             out.clear();
+            conn.wrote_pongs(pongs);
         }
     }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_junk_burst_closes_at_the_limit_within_the_window_only() {
+        let t0 = Instant::now();
+        let mut b = JunkBurst::default();
+        for _ in 0..JUNK_LIMIT - 1 {
+            assert!(!b.junk(t0));
+        }
+        assert!(b.junk(t0 + JUNK_WINDOW));
+        // A valid message ends the burst.
+        b.valid();
+        for _ in 0..JUNK_LIMIT - 1 {
+            assert!(!b.junk(t0));
+        }
+        b.valid();
+        assert!(!b.junk(t0));
+        // A trickle: the burst restarts once its first junk is older than the window.
+        let mut b = JunkBurst::default();
+        let step = JUNK_WINDOW / 100;
+        for i in 0..10 * JUNK_LIMIT {
+            assert!(!b.junk(t0 + step * i), "closed at junk {i}");
+        }
+    }
 }

@@ -6,10 +6,17 @@
 //! reading makes its clients' [`MeConn::send`] wait, and those clients stop reading their
 //! sockets: backpressure all the way back to the client's TCP window instead of C's
 //! unbounded buffering (which ends in an assert and a dead proxy).
+//!
+//! Control messages (RPC_CLOSE_CONN) must not wait, so they go through a second channel
+//! that does not block its senders; it is bounded by count instead: a link that has
+//! [`CTL_QUEUE_LIMIT`] of them queued and unwritten is declared broken and closed (its
+//! middle end makes us queue control messages it does not read — e.g. it keeps answering
+//! for connections we already closed — and a link that does not read cannot carry its
+//! clients anyway). `Flush` wake-ups are coalesced: at most one is queued at a time.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::AcqRel, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::BytesMut;
@@ -20,6 +27,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::multi_conf::MultiConf;
 use crate::net::inbox::ClientHandle;
 use crate::protocol::rpc::RpcLink;
+
+/// RPC_CLOSE_CONN commands one link may have queued and not yet taken by its writer: one
+/// more declares the link broken ([`MeConn::is_broken`]). A writer takes them as fast as
+/// the middle end reads, so they pile up only behind a middle end that does not read; the
+/// bound is far above the burst of a mass client disconnect on one link, and holds the
+/// queue to about 2 MiB of commands.
+pub const CTL_QUEUE_LIMIT: usize = 16 * 1024;
 
 /// A command for a link's writer.
 #[derive(Debug)]
@@ -64,6 +78,14 @@ pub struct MeConn {
     ctl: mpsc::UnboundedSender<MeCmd>,
     clients: Mutex<HashMap<i64, ClientHandle>>,
     alive: AtomicBool,
+    /// RPC_CLOSE_CONN commands sent on `ctl` and not yet taken by the writer.
+    ctl_queued: AtomicUsize,
+    /// A `Flush` is on `ctl` and not yet taken by the writer (coalesces wake-ups).
+    flush_queued: AtomicBool,
+    /// Bytes of RPC_PONG frames the link queued and the writer has not yet written.
+    unsent_pongs: AtomicUsize,
+    /// Cancelled when the control queue overflows: the link must be closed.
+    broken: CancellationToken,
 }
 
 impl MeConn {
@@ -80,6 +102,10 @@ impl MeConn {
             ctl,
             clients: Mutex::new(HashMap::new()),
             alive: AtomicBool::new(true),
+            ctl_queued: AtomicUsize::new(0),
+            flush_queued: AtomicBool::new(false),
+            unsent_pongs: AtomicUsize::new(0),
+            broken: CancellationToken::new(),
         }
     }
 
@@ -89,9 +115,58 @@ impl MeConn {
         lock(&self.clients).drain().map(|(_, h)| h).collect()
     }
 
-    /// Wakes the writer (the link queued something by itself: RPC_PONG answers).
+    /// Wakes the writer (the link queued something by itself: RPC_PONG answers). At most
+    /// one `Flush` is queued at a time: it stays queued until the writer takes it
+    /// ([`MeConn::took_flush`]), and the writer writes out everything the link queued.
     pub fn wake_writer(&self) {
-        let _ = self.ctl.send(MeCmd::Flush);
+        if !self.flush_queued.swap(true, AcqRel) {
+            let _ = self.ctl.send(MeCmd::Flush);
+        }
+    }
+
+    /// The writer took the queued `Flush` (call it before taking the link's bytes).
+    pub fn took_flush(&self) {
+        self.flush_queued.store(false, Relaxed);
+    }
+
+    /// The writer took one RPC_CLOSE_CONN from the control queue.
+    pub fn took_close_conn(&self) {
+        let _ = self
+            .ctl_queued
+            .fetch_update(AcqRel, Relaxed, |n| Some(n.saturating_sub(1)));
+    }
+
+    /// RPC_CLOSE_CONN commands queued and not yet taken by the writer.
+    pub fn ctl_queued(&self) -> usize {
+        self.ctl_queued.load(Relaxed)
+    }
+
+    /// Whether the control queue overflowed ([`CTL_QUEUE_LIMIT`]): the link must close.
+    pub fn is_broken(&self) -> bool {
+        self.broken.is_cancelled()
+    }
+
+    /// Resolves when the control queue overflows.
+    pub async fn broken(&self) {
+        self.broken.cancelled().await;
+    }
+
+    /// Counts `bytes` of RPC_PONG the link just queued; returns the unsent total.
+    pub fn queued_pongs(&self, bytes: usize) -> usize {
+        self.unsent_pongs.fetch_add(bytes, AcqRel) + bytes
+    }
+
+    /// Bytes of RPC_PONG queued and not yet written.
+    pub fn unsent_pongs(&self) -> usize {
+        self.unsent_pongs.load(Relaxed)
+    }
+
+    /// The writer wrote `bytes` of RPC_PONG (the [`MeConn::unsent_pongs`] it read when it
+    /// took the link's bytes).
+    pub fn wrote_pongs(&self, bytes: usize) {
+        let _ = self
+            .unsent_pongs
+            .fetch_update(AcqRel, Relaxed, |n| Some(n.saturating_sub(bytes)));
     }
 
     /// Unpins a client and returns its handle, if it was pinned.
@@ -130,9 +205,21 @@ impl MeConn {
         self.tx.send(cmd).await.map_err(drop)
     }
 
-    /// Queues RPC_CLOSE_CONN without waiting.
+    /// Queues RPC_CLOSE_CONN without waiting. Beyond [`CTL_QUEUE_LIMIT`] queued and
+    /// unwritten, nothing is queued and the link is marked broken ([`MeConn::broken`]):
+    /// its reader closes it.
     pub fn send_close_conn(&self, conn_id: i64) {
-        let _ = self.ctl.send(MeCmd::CloseConn { conn_id });
+        if self.is_broken() {
+            return;
+        }
+        if self.ctl_queued.fetch_add(1, AcqRel) >= CTL_QUEUE_LIMIT {
+            self.ctl_queued.fetch_sub(1, AcqRel);
+            self.broken.cancel();
+            return;
+        }
+        if self.ctl.send(MeCmd::CloseConn { conn_id }).is_err() {
+            self.ctl_queued.fetch_sub(1, AcqRel);
+        }
     }
 
     /// The handle of a pinned client.

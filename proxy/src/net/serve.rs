@@ -108,17 +108,19 @@ pub async fn serve(shared: Arc<Shared>, listeners: Vec<TcpListener>, gates: Gate
         .store(listeners.len() as i64, std::sync::atomic::Ordering::Relaxed);
     for l in listeners {
         tracker.spawn(accept_loop(
-            shared.clone(),
             l,
-            permits.clone(),
-            tracker.clone(),
-            gates.go.clone(),
-            stop_accepting.clone(),
-            per_ip.clone(),
-            ClientCancel {
-                draining: draining.clone(),
-                hard: conn_cancel.clone(),
-                admission: admission.clone(),
+            Acceptor {
+                shared: shared.clone(),
+                permits: permits.clone(),
+                tracker: tracker.clone(),
+                go: gates.go.clone(),
+                stop: stop_accepting.clone(),
+                per_ip: per_ip.clone(),
+                cancel: ClientCancel {
+                    draining: draining.clone(),
+                    hard: conn_cancel.clone(),
+                    admission: admission.clone(),
+                },
             },
         ));
     }
@@ -167,16 +169,33 @@ pub async fn serve(shared: Arc<Shared>, listeners: Vec<TcpListener>, gates: Gate
     Drained { handed_over, cut }
 }
 
-async fn accept_loop(
+/// What every accept loop of one [`serve`] shares.
+struct Acceptor {
     shared: Arc<Shared>,
-    listener: TcpListener,
+    /// The `-C` slots.
     permits: Arc<Semaphore>,
+    /// The client tasks (drained by [`serve`]).
     tracker: TaskTracker,
+    /// Accepting starts when this fires.
     go: CancellationToken,
+    /// Accepting stops when this fires.
     stop: CancellationToken,
+    /// `--max-connections-per-ip`.
     per_ip: Arc<PerIp>,
+    /// Handed to every client task.
     cancel: ClientCancel,
-) {
+}
+
+async fn accept_loop(listener: TcpListener, a: Acceptor) {
+    let Acceptor {
+        shared,
+        permits,
+        tracker,
+        go,
+        stop,
+        per_ip,
+        cancel,
+    } = a;
     tokio::select! {
         () = go.cancelled() => {}
         () = stop.cancelled() => return,
