@@ -22,6 +22,7 @@
 //!   candidate from the release binary; the reference wrapping a given C binary).
 //! * `coverage` — the functional coverage report of the migration (13 domains: modules,
 //!   tests found by attribute, the latest evidence, divergences, line coverage).
+//! * `fuzz` — seed (`--seed`), run and minimize the cargo-fuzz targets of `fuzz/`.
 //! * `tidy` — the source checks that also run as tests under `cargo test` (the protocol
 //!   core stays sans-IO; every crate root forbids unsafe code; no crate has an import
 //!   circle; the proxy's network layer names nothing of the application layer).
@@ -47,6 +48,7 @@ mod coverage;
 mod cutover;
 mod drill;
 mod dualrun;
+mod fuzz;
 mod gate;
 mod image;
 mod tidy;
@@ -84,6 +86,8 @@ enum Command {
     Coverage(coverage::Coverage),
     /// Run the source checks (also run as tests by `cargo test`).
     Tidy(tidy::Tidy),
+    /// Seed, run and minimize the cargo-fuzz targets of fuzz/ (needs cargo-fuzz).
+    Fuzz(fuzz::Fuzz),
 }
 
 impl Command {
@@ -98,6 +102,7 @@ impl Command {
             Command::Image(cmd) => cmd.run(),
             Command::Coverage(cmd) => cmd.run(),
             Command::Tidy(cmd) => cmd.run(),
+            Command::Fuzz(cmd) => cmd.run(),
         }
     }
 }

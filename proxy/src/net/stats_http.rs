@@ -78,7 +78,9 @@ async fn handle(
     write_response(&mut sock, status, ctype, &body).await
 }
 
-fn find_head_end(b: &[u8]) -> Option<usize> {
+/// Where a request head ends: the index of the first `\r\n\r\n`, else of the first
+/// `\n\n`; `None` while the head is incomplete. Public for the fuzz targets.
+pub fn find_head_end(b: &[u8]) -> Option<usize> {
     b.windows(4)
         .position(|w| w == b"\r\n\r\n")
         .or_else(|| b.windows(2).position(|w| w == b"\n\n"))
