@@ -71,3 +71,17 @@ pub(crate) fn string<'a>(v: &'a Value, key: &str) -> anyhow::Result<&'a str> {
         .and_then(Value::as_str)
         .ok_or_else(|| anyhow!("field {key:?} missing or not a string"))
 }
+
+/// The `transport` field of vector `v` (`abridged`, `intermediate`, `padded_intermediate`).
+///
+/// # Errors
+/// When the field is missing or names no transport.
+pub fn transport_of(v: &Value) -> anyhow::Result<mtproxy::protocol::transport::Transport> {
+    use mtproxy::protocol::transport::Transport;
+    match v.get("transport").and_then(Value::as_str) {
+        Some("abridged") => Ok(Transport::Abridged),
+        Some("intermediate") => Ok(Transport::Intermediate),
+        Some("padded_intermediate") => Ok(Transport::PaddedIntermediate),
+        other => Err(anyhow!("bad transport {other:?}")),
+    }
+}

@@ -11,7 +11,7 @@ use mtproxy::protocol::obfuscated2::{
 };
 use serde_json::Value;
 
-use crate::data::hex_field;
+use crate::data::{hex_field, transport_of};
 use crate::replay::{replay_with, FamilyReport};
 
 const FAMILY: &str = "obfuscated2";
@@ -21,15 +21,6 @@ fn transport_name(t: Transport) -> &'static str {
         Transport::Abridged => "abridged",
         Transport::Intermediate => "intermediate",
         Transport::PaddedIntermediate => "padded_intermediate",
-    }
-}
-
-fn transport_of(v: &Value) -> anyhow::Result<Transport> {
-    match v.get("transport").and_then(Value::as_str) {
-        Some("abridged") => Ok(Transport::Abridged),
-        Some("intermediate") => Ok(Transport::Intermediate),
-        Some("padded_intermediate") => Ok(Transport::PaddedIntermediate),
-        other => bail!("bad transport {other:?}"),
     }
 }
 

@@ -13,24 +13,14 @@ use std::time::Instant;
 use anyhow::{anyhow, bail, ensure};
 use mtproxy::protocol::packet::DropReason;
 use mtproxy::protocol::session::{ClientSession, SessionEvent, SessionRules};
-use mtproxy::protocol::transport::Transport;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::Value;
 
-use crate::data::hex_field;
+use crate::data::{hex_field, transport_of};
 use crate::replay::{replay_with, FamilyReport};
 
 const FAMILY: &str = "session";
-
-fn transport_of(v: &Value) -> anyhow::Result<Transport> {
-    match v.get("transport").and_then(Value::as_str) {
-        Some("abridged") => Ok(Transport::Abridged),
-        Some("intermediate") => Ok(Transport::Intermediate),
-        Some("padded_intermediate") => Ok(Transport::PaddedIntermediate),
-        other => bail!("bad transport {other:?}"),
-    }
-}
 
 fn drop_name(r: DropReason) -> &'static str {
     match r {

@@ -7,26 +7,17 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, Context};
 use mtproxy::protocol::transport::{
     encode_client_frame, encode_padded_quick_ack_alt, encode_quick_ack, encode_server_frame,
-    BytesMut, ClientDecoder, EncodeError, ServerDecoder, ServerFrame, Transport, TransportError,
+    BytesMut, ClientDecoder, EncodeError, ServerDecoder, ServerFrame, TransportError,
 };
 use serde_json::Value;
 
-use crate::data::hex_field;
+use crate::data::{hex_field, transport_of};
 use crate::replay::{replay_with, FamilyReport};
 
 const FAMILY: &str = "transport";
-
-fn transport_of(v: &Value) -> anyhow::Result<Transport> {
-    match v.get("transport").and_then(Value::as_str) {
-        Some("abridged") => Ok(Transport::Abridged),
-        Some("intermediate") => Ok(Transport::Intermediate),
-        Some("padded_intermediate") => Ok(Transport::PaddedIntermediate),
-        other => bail!("bad transport {other:?}"),
-    }
-}
 
 fn error_name(e: TransportError) -> &'static str {
     match e {
