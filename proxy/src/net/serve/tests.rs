@@ -35,7 +35,12 @@ struct Served {
 }
 
 async fn serve_one() -> Served {
-    let shared = Shared::new(Settings::new(Arc::new(SessionRules::new(vec![SECRET]))));
+    serve_with(Settings::new(Arc::new(SessionRules::new(vec![SECRET])))).await
+}
+
+/// A process with `settings` serving one loopback listener.
+async fn serve_with(settings: Settings) -> Served {
+    let shared = Shared::new(settings);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
@@ -309,21 +314,7 @@ async fn a_client_that_stops_reading_is_closed_and_its_memory_released() {
 async fn at_the_cap_the_oldest_unauthenticated_connection_makes_room() {
     let mut settings = Settings::new(Arc::new(SessionRules::new(vec![SECRET])));
     settings.max_client_connections = 3;
-    let shared = Shared::new(settings);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let done = tokio::spawn(serve(
-        shared.clone(),
-        vec![listener],
-        Gates::open(shutdown.clone()),
-    ));
-    let s = Served {
-        shared,
-        addr,
-        shutdown,
-        done,
-    };
+    let s = serve_with(settings).await;
     let (mut data, _ctl) = fake_link(&s.shared);
     // The cap filled with silent connections (a slowloris).
     let mut silent = Vec::new();
@@ -381,15 +372,12 @@ async fn half_sent_frames_count_in_the_buffer_budget_and_the_largest_holders_go(
     let mut settings = Settings::new(Arc::new(SessionRules::new(vec![SECRET])));
     // ¾ of 2 MiB: the third client holding 700 KiB crosses it.
     settings.msg_buffers_size = 2 << 20;
-    let shared = Shared::new(settings);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let done = tokio::spawn(serve(
-        shared.clone(),
-        vec![listener],
-        Gates::open(shutdown.clone()),
-    ));
+    let Served {
+        shared,
+        addr,
+        shutdown,
+        done,
+    } = serve_with(settings).await;
     let mut clients = Vec::new();
     for seed in 0..3u64 {
         let mut hs = ClientHandshake::generate(
@@ -433,15 +421,12 @@ async fn half_sent_frames_count_in_the_buffer_budget_and_the_largest_holders_go(
 async fn one_address_holds_at_most_the_per_ip_limit_and_others_are_unaffected() {
     let mut settings = Settings::new(Arc::new(SessionRules::new(vec![SECRET])));
     settings.max_connections_per_ip = 2;
-    let shared = Shared::new(settings);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let done = tokio::spawn(serve(
-        shared.clone(),
-        vec![listener],
-        Gates::open(shutdown.clone()),
-    ));
+    let Served {
+        shared,
+        addr,
+        shutdown,
+        done,
+    } = serve_with(settings).await;
     let from = |ip: &str| {
         let sock = tokio::net::TcpSocket::new_v4().unwrap();
         sock.bind(format!("{ip}:0").parse().unwrap()).unwrap();
