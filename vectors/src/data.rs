@@ -85,3 +85,15 @@ pub fn transport_of(v: &Value) -> anyhow::Result<mtproxy::protocol::transport::T
         other => Err(anyhow!("bad transport {other:?}")),
     }
 }
+
+/// The name the vectors give a packet-rule drop reason.
+pub fn drop_reason_name(r: mtproxy::protocol::packet::DropReason) -> &'static str {
+    use mtproxy::protocol::packet::DropReason;
+    match r {
+        DropReason::TooShort { .. } => "TooShort",
+        DropReason::NotAligned { .. } => "NotAligned",
+        DropReason::ShortEncrypted { .. } => "ShortEncrypted",
+        DropReason::BadInnerLength { .. } => "BadInnerLength",
+        DropReason::UnknownUnencryptedOp { .. } => "UnknownUnencryptedOp",
+    }
+}

@@ -5,23 +5,13 @@
 use std::path::Path;
 
 use anyhow::{anyhow, Context};
-use mtproxy::protocol::packet::{classify, DropReason, PacketVerdict};
+use mtproxy::protocol::packet::{classify, PacketVerdict};
 use serde_json::Value;
 
-use crate::data::hex_field;
+use crate::data::{drop_reason_name, hex_field};
 use crate::replay::{replay_with, FamilyReport};
 
 const FAMILY: &str = "packet_rules";
-
-fn reason_name(r: DropReason) -> &'static str {
-    match r {
-        DropReason::TooShort { .. } => "TooShort",
-        DropReason::NotAligned { .. } => "NotAligned",
-        DropReason::ShortEncrypted { .. } => "ShortEncrypted",
-        DropReason::BadInnerLength { .. } => "BadInnerLength",
-        DropReason::UnknownUnencryptedOp { .. } => "UnknownUnencryptedOp",
-    }
-}
 
 /// The verdict as the data file spells it.
 fn verdict_value(v: PacketVerdict) -> Value {
@@ -32,7 +22,9 @@ fn verdict_value(v: PacketVerdict) -> Value {
         } => serde_json::json!({
             "verdict": "forward", "unencrypted": unencrypted, "auth_key_id": auth_key_id.to_string()
         }),
-        PacketVerdict::Drop(r) => serde_json::json!({"verdict": "drop", "reason": reason_name(r)}),
+        PacketVerdict::Drop(r) => {
+            serde_json::json!({"verdict": "drop", "reason": drop_reason_name(r)})
+        }
         PacketVerdict::RpcPing { reply } => {
             serde_json::json!({"verdict": "rpc_ping", "reply": reply.map(hex::encode)})
         }

@@ -11,26 +11,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, ensure};
-use mtproxy::protocol::packet::DropReason;
 use mtproxy::protocol::session::{ClientSession, SessionEvent, SessionRules};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::Value;
 
-use crate::data::{hex_field, transport_of};
+use crate::data::{drop_reason_name, hex_field, transport_of};
 use crate::replay::{replay_with, FamilyReport};
 
 const FAMILY: &str = "session";
-
-fn drop_name(r: DropReason) -> &'static str {
-    match r {
-        DropReason::TooShort { .. } => "TooShort",
-        DropReason::NotAligned { .. } => "NotAligned",
-        DropReason::ShortEncrypted { .. } => "ShortEncrypted",
-        DropReason::BadInnerLength { .. } => "BadInnerLength",
-        DropReason::UnknownUnencryptedOp { .. } => "UnknownUnencryptedOp",
-    }
-}
 
 fn array<'a>(v: &'a Value, key: &str) -> anyhow::Result<&'a Vec<Value>> {
     v.get(key)
@@ -70,7 +59,7 @@ fn run(v: &Value, chunk: usize) -> anyhow::Result<()> {
                 SessionEvent::Forward { payload, flags } => {
                     forwards.push((hex::encode(&payload), u64::from(flags)));
                 }
-                SessionEvent::Dropped(r) => drops.push(drop_name(r).to_string()),
+                SessionEvent::Dropped(r) => drops.push(drop_reason_name(r).to_string()),
                 other => bail!("unexpected event {other:?}"),
             }
         }
