@@ -3,10 +3,15 @@
 //! * `--seed` writes the inputs of `vectors/data/*.json` (and a few built-in ones) into
 //!   `fuzz/corpus/<target>/`, one file per input named after its content hash; nothing
 //!   is run.
-//! * otherwise every target (or `--target NAME`) runs for `--minutes` each with
-//!   `cargo fuzz run -s none` (no sanitizer: works on the stable toolchain), then its
-//!   corpus is minimized with `cargo fuzz cmin`. A table reports per target the time, the
-//!   runs, the corpus size after minimizing and the crashes (their inputs are left in
+//! * otherwise every target (or each `--target NAME`) runs for `--minutes` CPU-minutes
+//!   each with `cargo fuzz run -s none` (no sanitizer: works on the stable toolchain),
+//!   then its corpus is minimized with `cargo fuzz cmin`. The time is CPU time, not wall
+//!   time: the target is built first (its compile time is not counted), then run in
+//!   slices of libFuzzer's wall-clock `-max_total_time` until the CPU time its processes
+//!   used (`cutime + cstime` of `/proc/self/stat`, which counts waited-for descendants)
+//!   reaches the goal, so a run on a busy machine gets its full share. A table reports
+//!   per target the CPU and wall time, the runs, the corpus size after minimizing and the
+//!   crashes (their inputs are left in
 //!   `fuzz/artifacts/<target>/`, which is not committed). Exit 1 on any crash. A
 //!   corpus over [`MAX_CORPUS_FILES`] files after minimizing is cut down to that many.
 //!
@@ -29,12 +34,13 @@ pub(crate) struct Fuzz {
     /// Write the vectors' inputs into fuzz/corpus/ and stop.
     #[arg(long)]
     seed: bool,
-    /// Minutes per target (fractions allowed: 0.5 is 30 seconds).
+    /// CPU-minutes per target (fractions allowed: 0.5 is 30 seconds).
     #[arg(long, default_value_t = 10.0)]
     minutes: f64,
-    /// Run only this target (a file name of fuzz/fuzz_targets/ without `.rs`).
+    /// Run only these targets (file names of fuzz/fuzz_targets/ without `.rs`; repeat
+    /// the option for several).
     #[arg(long)]
-    target: Option<String>,
+    target: Vec<String>,
     /// Skip the `cargo fuzz cmin` step after each run.
     #[arg(long)]
     no_minimize: bool,
@@ -184,13 +190,14 @@ impl Fuzz {
             rows.push(self.run_one(&fuzz_dir, t, seconds)?);
         }
         println!(
-            "{:<26} {:>7} {:>12} {:>9} {:>8}",
-            "target", "time_s", "runs", "corpus", "crashes"
+            "{:<26} {:>7} {:>7} {:>12} {:>9} {:>8}",
+            "target", "cpu_s", "wall_s", "runs", "corpus", "crashes"
         );
         for r in &rows {
             println!(
-                "{:<26} {:>7} {:>12} {:>9} {:>8}",
+                "{:<26} {:>7} {:>7} {:>12} {:>9} {:>8}",
                 r.target,
+                r.cpu_seconds,
                 r.seconds,
                 r.runs.map_or_else(|| "?".into(), |n| n.to_string()),
                 r.corpus,
@@ -209,7 +216,7 @@ impl Fuzz {
         }
     }
 
-    /// The targets to handle: all of `fuzz/fuzz_targets/`, or the one asked for.
+    /// The targets to handle: all of `fuzz/fuzz_targets/`, or the ones asked for.
     fn targets(&self, fuzz_dir: &Path) -> anyhow::Result<Vec<String>> {
         let mut all: Vec<String> = std::fs::read_dir(fuzz_dir.join("fuzz_targets"))
             .context("reading fuzz/fuzz_targets")?
@@ -220,11 +227,15 @@ impl Fuzz {
             })
             .collect();
         all.sort();
-        match &self.target {
-            None => Ok(all),
-            Some(t) if all.contains(t) => Ok(vec![t.clone()]),
-            Some(t) => bail!("no fuzz target {t} (targets: {})", all.join(", ")),
+        if self.target.is_empty() {
+            return Ok(all);
         }
+        for t in &self.target {
+            if !all.contains(t) {
+                bail!("no fuzz target {t} (targets: {})", all.join(", "));
+            }
+        }
+        Ok(self.target.clone())
     }
 
     fn run_one(&self, fuzz_dir: &Path, target: &str, seconds: u64) -> anyhow::Result<Row> {
@@ -232,32 +243,61 @@ impl Fuzz {
         std::fs::create_dir_all(&corpus)?;
         let artifacts = fuzz_dir.join("artifacts").join(target);
         let before = list_files(&artifacts);
-        println!("== {target}: {seconds} s");
-        let started = Instant::now();
-        let out = Command::new("cargo")
+        println!("== {target}: {seconds} CPU-seconds");
+        let status = Command::new("cargo")
             .current_dir(fuzz_dir)
-            .args(["fuzz", "run", "-s", "none", target])
-            .arg(&corpus)
-            .arg("--")
-            .arg(format!("-max_total_time={seconds}"))
-            .arg("-timeout=10")
-            .arg("-print_final_stats=1")
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::piped())
-            .output()
-            .context("running cargo fuzz run")?;
+            .args(["fuzz", "build", "-s", "none", target])
+            .status()
+            .context("running cargo fuzz build")?;
+        if !status.success() {
+            bail!("cargo fuzz build {target} failed ({status})");
+        }
+        let started = Instant::now();
+        let cpu0 = children_cpu_seconds()?;
+        let mut log = String::new();
+        let mut runs = None;
+        let mut ok = true;
+        loop {
+            let used = children_cpu_seconds()? - cpu0;
+            let left = seconds.saturating_sub(used.floor() as u64);
+            if left == 0 || !ok {
+                break;
+            }
+            // libFuzzer's limit is wall-clock: on a busy machine a slice gets less CPU,
+            // and the loop runs another one for what is left.
+            let out = Command::new("cargo")
+                .current_dir(fuzz_dir)
+                .args(["fuzz", "run", "-s", "none", target])
+                .arg(&corpus)
+                .arg("--")
+                .arg(format!("-max_total_time={}", left.max(10)))
+                .arg("-timeout=10")
+                .arg("-print_final_stats=1")
+                .stdout(Stdio::inherit())
+                .stderr(Stdio::piped())
+                .output()
+                .context("running cargo fuzz run")?;
+            let slice = String::from_utf8_lossy(&out.stderr).into_owned();
+            if let Some(n) = runs_of(&slice) {
+                runs = Some(runs.unwrap_or(0) + n);
+            }
+            ok = out.status.success();
+            log = slice;
+            if !ok {
+                let crashes = list_files(&artifacts).len() > before.len();
+                if !crashes {
+                    eprintln!("{log}");
+                    bail!("cargo fuzz run {target} failed ({})", out.status);
+                }
+            }
+        }
+        let cpu_seconds = (children_cpu_seconds()? - cpu0).round() as u64;
         let elapsed = started.elapsed().as_secs();
-        let log = String::from_utf8_lossy(&out.stderr);
-        let runs = runs_of(&log);
         let crashes: Vec<PathBuf> = list_files(&artifacts)
             .into_iter()
             .filter(|p| !before.contains(p))
             .collect();
-        if !out.status.success() && crashes.is_empty() {
-            eprintln!("{log}");
-            bail!("cargo fuzz run {target} failed ({})", out.status);
-        }
-        if !out.status.success() {
+        if !ok {
             // Show the panic message with the crash.
             for line in log
                 .lines()
@@ -285,6 +325,7 @@ impl Fuzz {
         }
         Ok(Row {
             target: target.to_string(),
+            cpu_seconds,
             seconds: elapsed,
             runs,
             corpus: list_files(&corpus).len(),
@@ -296,6 +337,9 @@ impl Fuzz {
 /// One target's outcome.
 struct Row {
     target: String,
+    /// CPU time of the fuzzing processes.
+    cpu_seconds: u64,
+    /// Wall-clock time of the runs.
     seconds: u64,
     runs: Option<u64>,
     corpus: usize,
@@ -316,6 +360,35 @@ fn cap_corpus(dir: &Path, max: usize) -> anyhow::Result<usize> {
         std::fs::remove_file(f).with_context(|| format!("removing {}", f.display()))?;
     }
     Ok(extra.len())
+}
+
+/// The CPU time (user + system, seconds) of this process's waited-for descendants:
+/// fields 16 and 17 (`cutime`, `cstime`) of `/proc/self/stat`, in clock ticks.
+fn children_cpu_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
+    children_cpu_of(&stat, clock_ticks()).context("parsing /proc/self/stat")
+}
+
+/// `cutime + cstime` of a `/proc/<pid>/stat` line, in seconds.
+fn children_cpu_of(stat: &str, ticks_per_second: f64) -> Option<f64> {
+    // The command name (field 2) may hold spaces and parentheses: fields are counted from
+    // after its last ')'; field 3 is the first after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let cutime: f64 = fields.get(16 - 3)?.parse().ok()?;
+    let cstime: f64 = fields.get(17 - 3)?.parse().ok()?;
+    Some((cutime + cstime) / ticks_per_second)
+}
+
+/// `getconf CLK_TCK`, or Linux's usual 100.
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 fn cargo_fuzz_installed() -> bool {
@@ -435,5 +508,15 @@ mod tests {
             Some(1234)
         );
         assert_eq!(runs_of("stat::number_of_executed_units: 77\n"), Some(77));
+    }
+
+    #[test]
+    fn children_cpu_is_fields_16_and_17_after_the_command_name() {
+        // A command name with a space and a ')' in it; utime 5, stime 6, cutime 700,
+        // cstime 300 (ticks).
+        let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 5 6 700 300 20 0 1 0 9 1 1";
+        assert_eq!(children_cpu_of(stat, 100.0), Some(10.0));
+        assert_eq!(children_cpu_of("42 (x) S 1", 100.0), None);
+        assert!(children_cpu_seconds().is_ok_and(|s| s >= 0.0));
     }
 }

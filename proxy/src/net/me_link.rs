@@ -18,6 +18,9 @@
 //!   [`crate::net::me_pool::CTL_QUEUE_LIMIT`], and `Flush` wake-ups are coalesced;
 //! - junk (malformed messages, unknown or misdirected ops) by [`JUNK_LIMIT`] in a burst.
 //!
+//! Nor can it make clients' packets pile up: what waits for a link's writer is bounded by
+//! [`crate::net::me_pool::LINK_QUEUE_BYTES`] (clients beyond wait, unread).
+//!
 //! Past a bound the link is closed as on any link loss (clients closed, reconnect with
 //! backoff), with a log line and a counter per cause.
 
@@ -524,7 +527,9 @@ async fn write_loop(
                         payload,
                     } => {
                         let h = ProxyReqHeader::new(flags, conn_id, client_addr, proxy_addr, tag);
-                        l.send_proxy_req(&h, &payload)
+                        let r = l.send_proxy_req(&h, &payload);
+                        conn.took_payload(payload.len());
+                        r
                     }
                     MeCmd::Flush => {
                         conn.took_flush();

@@ -2,10 +2,13 @@
 //! their ready links, and the pick of a link for a client. The links' tasks are in
 //! [`super::me_link`].
 //!
-//! A link's writer takes commands from a bounded queue, so a middle end that stops
+//! A link's writer takes commands from a queue bounded in count ([`MeConn::send`]'s
+//! channel) and in payload bytes ([`LINK_QUEUE_BYTES`]), so a middle end that stops
 //! reading makes its clients' [`MeConn::send`] wait, and those clients stop reading their
 //! sockets: backpressure all the way back to the client's TCP window instead of C's
-//! unbounded buffering (which ends in an assert and a dead proxy).
+//! unbounded buffering (which ends in an assert and a dead proxy). The byte bound is what
+//! holds memory: a count alone let 256 queued 128 KiB packets per link, 128 MiB for the
+//! four links of one stalled target.
 //!
 //! Control messages (RPC_CLOSE_CONN) must not wait, so they go through a second channel
 //! that does not block its senders; it is bounded by count instead: a link that has
@@ -21,7 +24,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::BytesMut;
 use rand::seq::SliceRandom;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::multi_conf::MultiConf;
@@ -34,6 +37,13 @@ use crate::protocol::rpc::RpcLink;
 /// bound is far above the burst of a mass client disconnect on one link, and holds the
 /// queue to about 2 MiB of commands.
 pub const CTL_QUEUE_LIMIT: usize = 16 * 1024;
+
+/// Payload bytes of RPC_PROXY_REQ one link may have queued and not yet encrypted; a
+/// client whose packet does not fit waits ([`MeConn::send`]). A packet larger than the
+/// bound takes all of it. A writer takes 64 KiB per write, so 1 MiB keeps a link busy
+/// at full speed while a middle end that does not read holds at most this much (plus
+/// the one write in flight) per link.
+pub const LINK_QUEUE_BYTES: usize = 1 << 20;
 
 /// A command for a link's writer.
 #[derive(Debug)]
@@ -84,6 +94,10 @@ pub struct MeConn {
     flush_queued: AtomicBool,
     /// Bytes of RPC_PONG frames the link queued and the writer has not yet written.
     unsent_pongs: AtomicUsize,
+    /// Room for PROXY_REQ payload in the data queue, in bytes ([`LINK_QUEUE_BYTES`]):
+    /// taken by [`MeConn::send`], given back by the writer ([`MeConn::took_payload`]),
+    /// closed when the link is shut (waiting senders fail).
+    queue_room: Semaphore,
     /// Cancelled when the control queue overflows: the link must be closed.
     broken: CancellationToken,
 }
@@ -105,6 +119,7 @@ impl MeConn {
             ctl_queued: AtomicUsize::new(0),
             flush_queued: AtomicBool::new(false),
             unsent_pongs: AtomicUsize::new(0),
+            queue_room: Semaphore::new(LINK_QUEUE_BYTES),
             broken: CancellationToken::new(),
         }
     }
@@ -112,6 +127,7 @@ impl MeConn {
     /// Marks the link dead and unpins every client, returning their handles.
     pub fn shut(&self) -> Vec<ClientHandle> {
         self.alive.store(false, Relaxed);
+        self.queue_room.close();
         lock(&self.clients).drain().map(|(_, h)| h).collect()
     }
 
@@ -194,15 +210,42 @@ impl MeConn {
         lock(&self.clients).remove(&conn_id).is_some()
     }
 
-    /// Queues a command, waiting while the link's queue is full.
+    /// Queues a command, waiting while the link's queue is full: in count, or in payload
+    /// bytes ([`LINK_QUEUE_BYTES`]).
     ///
     /// # Errors
-    /// When the link is gone.
+    /// When the link is gone (also while waiting).
     pub async fn send(&self, cmd: MeCmd) -> Result<(), ()> {
         if !self.is_alive() {
             return Err(());
         }
-        self.tx.send(cmd).await.map_err(drop)
+        let room = queue_share(cmd.payload_len());
+        if room > 0 {
+            self.queue_room
+                .acquire_many(room)
+                .await
+                .map_err(drop)?
+                .forget();
+        }
+        if self.tx.send(cmd).await.is_err() {
+            self.queue_room.add_permits(room as usize);
+            return Err(());
+        }
+        Ok(())
+    }
+
+    /// The writer took a command carrying `payload_len` bytes off the data queue (it is
+    /// encrypted into the link's output now): its room is free again.
+    pub fn took_payload(&self, payload_len: usize) {
+        let room = queue_share(payload_len);
+        if room > 0 && !self.queue_room.is_closed() {
+            self.queue_room.add_permits(room as usize);
+        }
+    }
+
+    /// Payload bytes of room free in the data queue.
+    pub fn queue_room(&self) -> usize {
+        self.queue_room.available_permits()
     }
 
     /// Queues RPC_CLOSE_CONN without waiting. Beyond [`CTL_QUEUE_LIMIT`] queued and
@@ -226,6 +269,12 @@ impl MeConn {
     pub fn client(&self, conn_id: i64) -> Option<ClientHandle> {
         lock(&self.clients).get(&conn_id).cloned()
     }
+}
+
+/// The room in the data queue a payload of `len` bytes takes: all of it, or all of the
+/// queue for a payload larger than the queue.
+fn queue_share(len: usize) -> u32 {
+    len.min(LINK_QUEUE_BYTES) as u32
 }
 
 /// One target (a distinct ip:port of the config) and its ready links.
@@ -393,4 +442,57 @@ pub fn seal_target(target: &TargetLinks, own: &Arc<Mutex<RpcLink>>) {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(len: usize) -> MeCmd {
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        MeCmd::ProxyReq {
+            conn_id: 1,
+            flags: 0,
+            client_addr: a,
+            proxy_addr: a,
+            payload: BytesMut::from(&vec![7u8; len][..]),
+        }
+    }
+
+    /// Lets spawned tasks run until none is ready (current-thread runtime).
+    async fn settle() {
+        for _ in 0..16 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn senders_wait_for_payload_room_and_fail_when_the_link_shuts() {
+        let (tx, mut rx) = mpsc::channel(256);
+        let (ctl, _ctl_rx) = mpsc::unbounded_channel();
+        let conn = Arc::new(MeConn::new("127.0.0.1:9".parse().unwrap(), tx, ctl));
+        // A packet larger than the queue takes all of it, and goes.
+        conn.send(req(LINK_QUEUE_BYTES + 10)).await.unwrap();
+        assert_eq!(conn.queue_room(), 0);
+        // The next one waits, however small, though the count bound is far away.
+        let c = conn.clone();
+        let second = tokio::spawn(async move { c.send(req(100)).await });
+        settle().await;
+        assert!(!second.is_finished(), "queued past the byte bound");
+        // The writer takes the first: room for the second.
+        let first = rx.recv().await.unwrap();
+        conn.took_payload(first.payload_len());
+        second.await.unwrap().unwrap();
+        assert_eq!(conn.queue_room(), LINK_QUEUE_BYTES - 100);
+        // Fill the room again; a waiting sender fails when the link shuts.
+        conn.send(req(LINK_QUEUE_BYTES - 100)).await.unwrap();
+        let c = conn.clone();
+        let third = tokio::spawn(async move { c.send(req(1)).await });
+        settle().await;
+        assert!(!third.is_finished());
+        assert!(conn.shut().is_empty());
+        assert_eq!(third.await.unwrap(), Err(()));
+        // Control commands carry no payload and never wait for room.
+        assert_eq!(MeCmd::CloseConn { conn_id: 1 }.payload_len(), 0);
+    }
 }
