@@ -255,33 +255,62 @@ fn parse_answer(line: &str) -> Option<Verdict> {
     })
 }
 
+/// Queries a worker may have written and not yet had answered; beyond, new queries fail
+/// at once (the master is far behind: its clients are rejected, fail closed).
+const MAX_IN_FLIGHT: usize = 4096;
+
 /// The worker side: writes queries in order, matches answers in order.
+///
+/// Writing and reading run concurrently: while a request waits for the master to read
+/// (its socket buffer full), answers keep being read. A worker that stopped reading while
+/// it wrote would deadlock with a master blocked writing answers to it, each waiting for
+/// the other to read. A query is queued as waiting before its line is written, so every
+/// answer finds its query; a query whose asker gave up (timeout) keeps its place and its
+/// answer is dropped, so later answers never go to the wrong query.
 async fn remote_task(
     stream: UnixStream,
     mut rx: mpsc::Receiver<Pending>,
     shutdown: CancellationToken,
 ) {
     let (rd, mut wr) = stream.into_split();
-    let mut lines = BufReader::new(rd).lines();
-    let mut waiting: VecDeque<oneshot::Sender<Verdict>> = VecDeque::new();
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            req = rx.recv() => {
-                let Some((kind, key, now, reply)) = req else { return };
-                if wr.write_all(request_line(kind, &key, now).as_bytes()).await.is_err() {
-                    break;
+    let waiting: Mutex<VecDeque<oneshot::Sender<Verdict>>> = Mutex::new(VecDeque::new());
+    let pending = || waiting.lock().unwrap_or_else(|p| p.into_inner());
+    let write = async {
+        while let Some((kind, key, now, reply)) = rx.recv().await {
+            {
+                let mut w = pending();
+                if w.len() >= MAX_IN_FLIGHT {
+                    // Dropping `reply` fails the query.
+                    continue;
                 }
-                waiting.push_back(reply);
+                w.push_back(reply);
             }
-            line = lines.next_line() => {
-                let Ok(Some(line)) = line else { break };
-                let Some(v) = parse_answer(&line) else { break };
-                if let Some(reply) = waiting.pop_front() {
-                    let _ = reply.send(v);
-                }
+            if wr
+                .write_all(request_line(kind, &key, now).as_bytes())
+                .await
+                .is_err()
+            {
+                return true;
             }
         }
+        // The store is gone: nobody asks any more.
+        false
+    };
+    let read = async {
+        let mut lines = BufReader::new(rd).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let Some(v) = parse_answer(&line) else { return };
+            // An answer to no query: the master is out of step, stop trusting it.
+            let Some(reply) = pending().pop_front() else {
+                return;
+            };
+            let _ = reply.send(v);
+        }
+    };
+    tokio::select! {
+        () = shutdown.cancelled() => return,
+        lost = write => if !lost { return },
+        () = read => {}
     }
     tracing::warn!("replay cache connection to the master lost: fake-TLS and obfuscated2 clients are rejected until restart");
     // Dropping `waiting` and `rx` fails every pending and later query.
@@ -500,5 +529,79 @@ mod tests {
             store.check(CacheKind::Hello, [1; 16], 1).await,
             Err(ReplayUnavailable)
         );
+    }
+
+    /// A master that reads 3000 requests before it answers any (busy for a moment), then
+    /// answers line by line, echoing each request's time as the oldest entry, so a worker
+    /// sees which request an answer belongs to. Reports when the first 3000 answers are
+    /// written.
+    async fn slow_master(stream: UnixStream, first_written: oneshot::Sender<()>) {
+        let (rd, mut wr) = stream.into_split();
+        let mut lines = BufReader::new(rd).lines();
+        let mut held = Vec::new();
+        while held.len() < 3000 {
+            let Ok(Some(l)) = lines.next_line().await else {
+                return;
+            };
+            held.push(parse_request(&l).unwrap().2);
+        }
+        for now in held {
+            let a = answer_line(Verdict {
+                fresh: true,
+                oldest: Some(now),
+                full: false,
+            });
+            if wr.write_all(a.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+        let _ = first_written.send(());
+        while let Ok(Some(l)) = lines.next_line().await {
+            let now = parse_request(&l).unwrap().2;
+            let a = answer_line(Verdict {
+                fresh: true,
+                oldest: Some(now),
+                full: false,
+            });
+            if wr.write_all(a.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_worker_reads_answers_while_its_requests_wait_and_never_mixes_them_up() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (written_tx, written) = oneshot::channel();
+        tokio::spawn(slow_master(b, written_tx));
+        let stop = CancellationToken::new();
+        let store = Arc::new(ReplayStore::remote(a, stop.clone()));
+        let mut asks = tokio::task::JoinSet::new();
+        for i in 0..8000i64 {
+            let s = store.clone();
+            asks.spawn(async move { (i, s.check(CacheKind::Hello, [1; 16], i).await) });
+        }
+        // The master blocks writing its answers unless the worker reads them while its own
+        // requests wait for the master to read: a worker that stops reading while it
+        // writes deadlocks with it here (the bound only ends the test).
+        tokio::time::timeout(Duration::from_secs(60), written)
+            .await
+            .expect("worker and master deadlocked")
+            .unwrap();
+        // Every answer went to its own query (those that gave up waiting included).
+        let mut answered = 0;
+        while let Some(r) = asks.join_next().await {
+            if let (i, Ok(v)) = r.unwrap() {
+                assert_eq!(v.oldest, Some(i), "query {i} got another query's answer");
+                answered += 1;
+            }
+        }
+        assert!(answered > 0);
+        let v = store
+            .check(CacheKind::Header, [2; 16], 123_456)
+            .await
+            .unwrap();
+        assert_eq!(v.oldest, Some(123_456));
+        stop.cancel();
     }
 }
