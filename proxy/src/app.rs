@@ -659,7 +659,7 @@ impl App {
                 let addr = ListenSpec::address_for(*port, o.address.map(IpAddr::V4), o.ipv6);
                 if let Some(fd) = inherited.take_client(addr) {
                     let l = std::net::TcpListener::from(fd);
-                    l.set_nonblocking(true).map_err(|e| {
+                    listener::adopt(&l).map_err(|e| {
                         Fatal::one(format!("fatal: inherited socket for port {port}: {e}"))
                     })?;
                     return Ok(l);

@@ -3,7 +3,8 @@
 //! dual-stack IPv6 (`-6`), the TCP window clamp (`-W`), and `SO_KEEPALIVE`. Beyond C:
 //! keepalive probes after [`KEEPALIVE_IDLE`] (C's "often" timing; its default leaves the
 //! system's two hours) and `TCP_USER_TIMEOUT` ([`USER_TIMEOUT`]), so a vanished client's
-//! socket is reclaimed in minutes. Accepted sockets inherit all of them.
+//! socket is reclaimed in minutes. Accepted sockets inherit all of them; listeners from
+//! systemd or a handover get them too ([`adopt`]).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -67,17 +68,34 @@ pub fn bind(spec: &ListenSpec) -> io::Result<std::net::TcpListener> {
     // [`AcceptTuning`]), which saves a system call per connection.
     sock.set_nodelay(true)?;
     // Inherited by accepted sockets, as TCP_NODELAY: no system call per connection.
+    set_liveness(&sock)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&spec.addr.into())?;
+    sock.listen(spec.backlog)?;
+    Ok(sock.into())
+}
+
+/// Keepalive ([`KEEPALIVE_IDLE`], [`KEEPALIVE_PROBES`]) and [`USER_TIMEOUT`] on a
+/// listening socket; accepted sockets inherit them.
+fn set_liveness(sock: &Socket) -> io::Result<()> {
     sock.set_tcp_keepalive(
         &TcpKeepalive::new()
             .with_time(KEEPALIVE_IDLE)
             .with_interval(KEEPALIVE_IDLE)
             .with_retries(KEEPALIVE_PROBES),
     )?;
-    sock.set_tcp_user_timeout(Some(USER_TIMEOUT))?;
-    sock.set_nonblocking(true)?;
-    sock.bind(&spec.addr.into())?;
-    sock.listen(spec.backlog)?;
-    Ok(sock.into())
+    sock.set_tcp_user_timeout(Some(USER_TIMEOUT))
+}
+
+/// Prepares a client listening socket this process did not open (systemd socket
+/// activation, a handover from the previous proxy): non-blocking, with the keepalive and
+/// [`USER_TIMEOUT`] that [`bind`] sets (a systemd `.socket` unit may set neither).
+///
+/// # Errors
+/// A failing `setsockopt`/`fcntl`.
+pub fn adopt(l: &std::net::TcpListener) -> io::Result<()> {
+    l.set_nonblocking(true)?;
+    set_liveness(&socket2::SockRef::from(l))
 }
 
 /// Per-listener memory of whether accepted sockets inherit TCP_NODELAY from the listening
@@ -135,6 +153,23 @@ mod tests {
         assert_eq!(s.keepalive_time().unwrap(), KEEPALIVE_IDLE);
         assert_eq!(s.keepalive_interval().unwrap(), KEEPALIVE_IDLE);
         assert_eq!(s.keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+        assert_eq!(s.tcp_user_timeout().unwrap(), Some(USER_TIMEOUT));
+    }
+
+    #[tokio::test]
+    async fn an_adopted_listener_gets_keepalive_and_the_user_timeout() {
+        // As systemd hands one over: bound and listening, no option of ours.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(!socket2::SockRef::from(&l).keepalive().unwrap());
+        adopt(&l).unwrap();
+        let l = tokio::net::TcpListener::from_std(l).unwrap();
+        let _c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        let s = socket2::SockRef::from(&s);
+        assert!(s.keepalive().unwrap());
+        assert_eq!(s.keepalive_time().unwrap(), KEEPALIVE_IDLE);
         assert_eq!(s.tcp_user_timeout().unwrap(), Some(USER_TIMEOUT));
     }
 
