@@ -220,13 +220,37 @@ impl MeConn {
             return Err(());
         }
         let room = queue_share(cmd.payload_len());
-        if room > 0 {
-            self.queue_room
-                .acquire_many(room)
-                .await
-                .map_err(drop)?
-                .forget();
+        // No waiting (the usual case): no state of the waiting path in the client task's
+        // future, which stays small; the waiting path is boxed.
+        match self.queue_room.try_acquire_many(room) {
+            Ok(taken) => {
+                taken.forget();
+                match self.tx.try_send(cmd) {
+                    Ok(()) => Ok(()),
+                    Err(mpsc::error::TrySendError::Full(cmd)) => {
+                        self.queue_room.add_permits(room as usize);
+                        Box::pin(self.send_waiting(cmd, room)).await
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        self.queue_room.add_permits(room as usize);
+                        Err(())
+                    }
+                }
+            }
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                Box::pin(self.send_waiting(cmd, room)).await
+            }
+            Err(tokio::sync::TryAcquireError::Closed) => Err(()),
         }
+    }
+
+    /// [`MeConn::send`] when the queue is full: waits for `room` bytes, then for a slot.
+    async fn send_waiting(&self, cmd: MeCmd, room: u32) -> Result<(), ()> {
+        self.queue_room
+            .acquire_many(room)
+            .await
+            .map_err(drop)?
+            .forget();
         if self.tx.send(cmd).await.is_err() {
             self.queue_room.add_permits(room as usize);
             return Err(());
