@@ -557,7 +557,19 @@ pub fn cli(data: &[u8]) {
 
 /// `net::stats_http::find_head_end`: where a request head ends, inside the input.
 pub fn stats_http_head(data: &[u8]) {
-    if let Some(i) = mtproxy::net::stats_http::find_head_end(data) {
-        assert!(i < data.len());
+    use mtproxy::net::stats_http::{classify, find_head_end, Route};
+    use std::net::{IpAddr, Ipv4Addr};
+    let Some(i) = find_head_end(data) else { return };
+    assert!(i < data.len());
+    let head = &data[..i];
+    let local = classify(head, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let remote = classify(head, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+    // Only loopback reads the counters; a remote peer gets 404 or 501, never more.
+    assert!(matches!(remote, Route::NotFound | Route::NotImplemented));
+    match local {
+        Route::Stats => assert!(head.starts_with(b"GET /stats")),
+        Route::Metrics => assert!(head.starts_with(b"GET /metrics")),
+        Route::NotImplemented => assert_eq!(remote, Route::NotImplemented),
+        Route::NotFound => assert_eq!(remote, Route::NotFound),
     }
 }

@@ -86,8 +86,21 @@ pub fn find_head_end(b: &[u8]) -> Option<usize> {
         .or_else(|| b.windows(2).position(|w| w == b"\n\n"))
 }
 
-/// Decides the answer for a request head: `(status, content type, body)`.
-async fn route(head: &[u8], peer: IpAddr, source: &StatsSource) -> (u16, &'static str, String) {
+/// What a request head asks for, by C's rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /stats` from 127.0.0.1.
+    Stats,
+    /// `GET /metrics` from 127.0.0.1.
+    Metrics,
+    /// Another path, or another peer: 404.
+    NotFound,
+    /// Not `GET`, or a request with a body: 501.
+    NotImplemented,
+}
+
+/// Classifies a request head (pure: public for the fuzz targets).
+pub fn classify(head: &[u8], peer: IpAddr) -> Route {
     let text = String::from_utf8_lossy(head);
     let first = text.lines().next().unwrap_or("");
     let mut parts = first.split(' ');
@@ -99,19 +112,29 @@ async fn route(head: &[u8], peer: IpAddr, source: &StatsSource) -> (u16, &'stati
             .is_some_and(|v| v.trim() != "0")
     });
     if method != "GET" || has_body {
-        return (501, "text/html", error_page(501));
+        return Route::NotImplemented;
     }
     if peer != IpAddr::V4(Ipv4Addr::LOCALHOST) {
-        return (404, "text/html", error_page(404));
+        return Route::NotFound;
     }
     match uri {
-        "/stats" => (200, "text/plain", source().await.render_stats()),
-        "/metrics" => (
+        "/stats" => Route::Stats,
+        "/metrics" => Route::Metrics,
+        _ => Route::NotFound,
+    }
+}
+
+/// Decides the answer for a request head: `(status, content type, body)`.
+async fn route(head: &[u8], peer: IpAddr, source: &StatsSource) -> (u16, &'static str, String) {
+    match classify(head, peer) {
+        Route::NotImplemented => (501, "text/html", error_page(501)),
+        Route::NotFound => (404, "text/html", error_page(404)),
+        Route::Stats => (200, "text/plain", source().await.render_stats()),
+        Route::Metrics => (
             200,
             "text/plain; version=0.0.4",
             source().await.render_prometheus(),
         ),
-        _ => (404, "text/html", error_page(404)),
     }
 }
 
