@@ -254,12 +254,15 @@ counters! {
     /// Obfuscated2 headers rejected because the header replay cache was full of recent
     /// nonces.
     counter obfs2_replay_cache_full,
-    /// Middle-end links closed because the middle end made us queue more control messages
-    /// (RPC_CLOSE_CONN) than [`crate::net::me_pool::CTL_QUEUE_LIMIT`] without reading them.
+    /// Middle-end links closed because the middle end made us queue control messages
+    /// (RPC_CLOSE_CONN) without reading them: more than
+    /// [`crate::net::me_pool::CTL_QUEUE_LIMIT`], or [`crate::net::me_link::CTL_GATE`] and
+    /// no write for [`crate::net::me_link::WRITER_STALL`].
     counter me_links_closed_ctl_backlog,
-    /// Middle-end links closed because more than [`crate::net::me_link::PONG_BACKLOG`]
-    /// bytes of RPC_PONG answers to its pings were queued and unsent (it pings and does
-    /// not read).
+    /// Middle-end links closed because RPC_PONG answers to its pings stayed unsent (it
+    /// pings and does not read): more than [`crate::net::me_link::PONG_BACKLOG`] bytes, or
+    /// [`crate::net::me_link::PONG_GATE`] and no write for
+    /// [`crate::net::me_link::WRITER_STALL`].
     counter me_links_closed_pong_backlog,
     /// Middle-end links closed for a burst of junk: [`crate::net::me_link::JUNK_LIMIT`]
     /// malformed or unknown messages with no valid one between them.

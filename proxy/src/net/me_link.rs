@@ -21,6 +21,14 @@
 //! Nor can it make clients' packets pile up: what waits for a link's writer is bounded by
 //! [`crate::net::me_pool::LINK_QUEUE_BYTES`] (clients beyond wait, unread).
 //!
+//! Before a bound is reached, the reader waits for the writer: once the unsent PONGs pass
+//! [`PONG_GATE`] or the queued RPC_CLOSE_CONN [`CTL_GATE`], it stops reading the middle end
+//! until the writer has brought them down to half of that. So a middle end that reads
+//! is never cut because our writer fell behind (a busy machine: the reader's thread runs,
+//! the writer's does not), and one that does not read is found out by the writer making no
+//! progress for [`WRITER_STALL`], and closed. The bounds stay as a backstop (RPC_CLOSE_CONN
+//! also comes from clients that close).
+//!
 //! Past a bound the link is closed as on any link loss (clients closed, reconnect with
 //! backoff), with a log line and a counter per cause.
 
@@ -70,6 +78,14 @@ const LRU_MIN_QUEUE: usize = 256 * 1024;
 /// growing our memory. The check runs after each read, so the count may pass the bound
 /// by one read's worth (`ME_READ_CHUNK`) before the link closes.
 pub const PONG_BACKLOG: usize = 1 << 20;
+/// Unsent PONG bytes from which the reader waits for the writer (a quarter of
+/// [`PONG_BACKLOG`]: two reads' worth of pings on top stay under it).
+pub const PONG_GATE: usize = PONG_BACKLOG / 4;
+/// Queued RPC_CLOSE_CONN from which the reader waits for the writer.
+pub const CTL_GATE: usize = crate::net::me_pool::CTL_QUEUE_LIMIT / 2;
+/// How long the writer may make no progress, while the reader waits for it, before the
+/// middle end is taken for one that does not read and its link is closed.
+pub const WRITER_STALL: Duration = Duration::from_secs(5);
 /// The bytes one RPC_PONG frame queues: length, seq, op, `ping_id`, CRC.
 const PONG_FRAME_LEN: usize = 4 + 4 + 4 + 8 + 4;
 /// Junk messages (malformed, unknown or misdirected ops) in a burst that close a link: a
@@ -308,9 +324,11 @@ enum Close {
     ReadError,
     /// The link failed (framing, CRC, seq).
     Protocol,
-    /// [`crate::net::me_pool::CTL_QUEUE_LIMIT`] control messages queued and unwritten.
+    /// [`crate::net::me_pool::CTL_QUEUE_LIMIT`] control messages queued and unwritten, or
+    /// [`CTL_GATE`] and no write for [`WRITER_STALL`].
     CtlBacklog,
-    /// More than [`PONG_BACKLOG`] bytes of RPC_PONG queued and unwritten.
+    /// More than [`PONG_BACKLOG`] bytes of RPC_PONG queued and unwritten, or
+    /// [`PONG_GATE`] and no write for [`WRITER_STALL`].
     PongBacklog,
     /// [`JUNK_LIMIT`] junk messages in a burst.
     Junk,
@@ -438,6 +456,11 @@ async fn read_loop(
                         None => {
                             inc(&c.dropped_responses);
                             conn.send_close_conn(conn_id);
+                            if conn.ctl_queued() >= CTL_GATE {
+                                if let Some(close) = wait_for_writer(conn, stop).await {
+                                    return close;
+                                }
+                            }
                         }
                     }
                 }
@@ -474,12 +497,45 @@ async fn read_loop(
         if conn.is_broken() {
             return Close::CtlBacklog;
         }
+        if conn.unsent_pongs() >= PONG_GATE || conn.ctl_queued() >= CTL_GATE {
+            if let Some(close) = wait_for_writer(conn, stop).await {
+                return close;
+            }
+        }
         if pings > 0 || conn.ctl_queued() > 0 {
             // We queued work for the writer: let it run before reading on. Woken from this
             // task, it waits in this worker's next-task slot, which other workers do not
             // take, so a reader with input always ready would otherwise run up the bounds
             // against a middle end that reads.
             tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Waits (not reading) until the writer has brought the unsent PONGs and the queued
+/// RPC_CLOSE_CONN down to half their gates. `Some` closes the link: the writer made no
+/// progress for [`WRITER_STALL`] (the middle end does not read), or the link stops.
+async fn wait_for_writer(conn: &MeConn, stop: &CancellationToken) -> Option<Close> {
+    let caught_up = || conn.unsent_pongs() <= PONG_GATE / 2 && conn.ctl_queued() <= CTL_GATE / 2;
+    let mut deadline = tokio::time::Instant::now() + WRITER_STALL;
+    loop {
+        let progress = conn.writer_progress();
+        tokio::pin!(progress);
+        progress.as_mut().enable();
+        if caught_up() {
+            return None;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return Some(Close::Stopped),
+            () = conn.broken() => return Some(Close::CtlBacklog),
+            () = progress => deadline = tokio::time::Instant::now() + WRITER_STALL,
+            () = tokio::time::sleep_until(deadline) => {
+                return Some(if conn.unsent_pongs() > PONG_GATE / 2 {
+                    Close::PongBacklog
+                } else {
+                    Close::CtlBacklog
+                });
+            }
         }
     }
 }
@@ -582,6 +638,7 @@ async fn write_loop(
             out.clear();
             conn.wrote_pongs(pongs);
         }
+        conn.wrote();
     }
 }
 

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::BytesMut;
 use rand::seq::SliceRandom;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::multi_conf::MultiConf;
@@ -100,6 +100,9 @@ pub struct MeConn {
     queue_room: Semaphore,
     /// Cancelled when the control queue overflows: the link must be closed.
     broken: CancellationToken,
+    /// Notified by the writer after each write: what a reader waiting for the writer to
+    /// catch up waits on ([`MeConn::writer_progress`]).
+    progress: Notify,
 }
 
 impl MeConn {
@@ -121,6 +124,7 @@ impl MeConn {
             unsent_pongs: AtomicUsize::new(0),
             queue_room: Semaphore::new(LINK_QUEUE_BYTES),
             broken: CancellationToken::new(),
+            progress: Notify::new(),
         }
     }
 
@@ -183,6 +187,17 @@ impl MeConn {
         let _ = self
             .unsent_pongs
             .fetch_update(AcqRel, Relaxed, |n| Some(n.saturating_sub(bytes)));
+    }
+
+    /// The writer wrote something (wakes a reader waiting for it).
+    pub fn wrote(&self) {
+        self.progress.notify_waiters();
+    }
+
+    /// Resolves at the writer's next write ([`MeConn::wrote`]); create it before checking
+    /// the state it is to change, and `enable` it.
+    pub fn writer_progress(&self) -> tokio::sync::futures::Notified<'_> {
+        self.progress.notified()
     }
 
     /// Unpins a client and returns its handle, if it was pinned.
