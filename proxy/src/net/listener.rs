@@ -143,6 +143,20 @@ mod tests {
             window_clamp: None,
         })
         .unwrap();
+        assert_accepted_liveness(l).await;
+    }
+
+    #[tokio::test]
+    async fn an_adopted_listener_gets_keepalive_and_the_user_timeout() {
+        // As systemd hands one over: bound and listening, no option of ours.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        assert!(!socket2::SockRef::from(&l).keepalive().unwrap());
+        adopt(&l).unwrap();
+        assert_accepted_liveness(l).await;
+    }
+
+    /// A socket accepted from `l` has our keepalive and [`USER_TIMEOUT`].
+    async fn assert_accepted_liveness(l: std::net::TcpListener) {
         let l = tokio::net::TcpListener::from_std(l).unwrap();
         let _c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
             .await
@@ -153,23 +167,6 @@ mod tests {
         assert_eq!(s.keepalive_time().unwrap(), KEEPALIVE_IDLE);
         assert_eq!(s.keepalive_interval().unwrap(), KEEPALIVE_IDLE);
         assert_eq!(s.keepalive_retries().unwrap(), KEEPALIVE_PROBES);
-        assert_eq!(s.tcp_user_timeout().unwrap(), Some(USER_TIMEOUT));
-    }
-
-    #[tokio::test]
-    async fn an_adopted_listener_gets_keepalive_and_the_user_timeout() {
-        // As systemd hands one over: bound and listening, no option of ours.
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        assert!(!socket2::SockRef::from(&l).keepalive().unwrap());
-        adopt(&l).unwrap();
-        let l = tokio::net::TcpListener::from_std(l).unwrap();
-        let _c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (s, _) = l.accept().await.unwrap();
-        let s = socket2::SockRef::from(&s);
-        assert!(s.keepalive().unwrap());
-        assert_eq!(s.keepalive_time().unwrap(), KEEPALIVE_IDLE);
         assert_eq!(s.tcp_user_timeout().unwrap(), Some(USER_TIMEOUT));
     }
 

@@ -545,25 +545,23 @@ mod tests {
             };
             held.push(parse_request(&l).unwrap().2);
         }
-        for now in held {
-            let a = answer_line(Verdict {
+        // Each answer echoes its request's time as the oldest entry.
+        let answer = |now| {
+            answer_line(Verdict {
                 fresh: true,
                 oldest: Some(now),
                 full: false,
-            });
-            if wr.write_all(a.as_bytes()).await.is_err() {
+            })
+        };
+        for now in held {
+            if wr.write_all(answer(now).as_bytes()).await.is_err() {
                 return;
             }
         }
         let _ = first_written.send(());
         while let Ok(Some(l)) = lines.next_line().await {
             let now = parse_request(&l).unwrap().2;
-            let a = answer_line(Verdict {
-                fresh: true,
-                oldest: Some(now),
-                full: false,
-            });
-            if wr.write_all(a.as_bytes()).await.is_err() {
+            if wr.write_all(answer(now).as_bytes()).await.is_err() {
                 return;
             }
         }
