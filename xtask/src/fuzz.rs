@@ -295,7 +295,7 @@ impl Fuzz {
         let elapsed = started.elapsed().as_secs();
         let crashes: Vec<PathBuf> = list_files(&artifacts)
             .into_iter()
-            .filter(|p| !before.contains(p))
+            .filter(|p| !before.contains(p) && is_failure(p))
             .collect();
         if !ok {
             // Show the panic message with the crash.
@@ -360,6 +360,15 @@ fn cap_corpus(dir: &Path, max: usize) -> anyhow::Result<usize> {
         std::fs::remove_file(f).with_context(|| format!("removing {}", f.display()))?;
     }
     Ok(extra.len())
+}
+
+/// Whether a file libFuzzer left in `artifacts/` is a failing input (crash, timeout,
+/// out-of-memory, leak) rather than a `slow-unit-*` note (an input that took long: a
+/// stopped or starved process also leaves one; it is not a failure).
+fn is_failure(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| !n.starts_with("slow-unit-"))
 }
 
 /// The CPU time (user + system, seconds) of this process's waited-for descendants:
@@ -508,6 +517,14 @@ mod tests {
             Some(1234)
         );
         assert_eq!(runs_of("stat::number_of_executed_units: 77\n"), Some(77));
+    }
+
+    #[test]
+    fn slow_units_are_not_failures() {
+        assert!(!is_failure(Path::new("a/slow-unit-7404cd")));
+        assert!(is_failure(Path::new("a/crash-7404cd")));
+        assert!(is_failure(Path::new("a/timeout-7404cd")));
+        assert!(is_failure(Path::new("a/oom-1")));
     }
 
     #[test]
