@@ -253,12 +253,20 @@ impl Fuzz {
             bail!("cargo fuzz build {target} failed ({status})");
         }
         let started = Instant::now();
-        let cpu0 = children_cpu_seconds()?;
+        let ticks = clock_ticks();
+        let cpu0 = children_cpu_seconds(ticks)?;
+        // Failing inputs this run left (slow-unit notes are not failures).
+        let new_failures = || -> Vec<PathBuf> {
+            list_files(&artifacts)
+                .into_iter()
+                .filter(|p| !before.contains(p) && is_failure(p))
+                .collect()
+        };
         let mut log = String::new();
         let mut runs = None;
         let mut ok = true;
         loop {
-            let used = children_cpu_seconds()? - cpu0;
+            let used = children_cpu_seconds(ticks)? - cpu0;
             let left = seconds.saturating_sub(used.floor() as u64);
             if left == 0 || !ok {
                 break;
@@ -283,20 +291,15 @@ impl Fuzz {
             }
             ok = out.status.success();
             log = slice;
-            if !ok {
-                let crashes = list_files(&artifacts).len() > before.len();
-                if !crashes {
-                    eprintln!("{log}");
-                    bail!("cargo fuzz run {target} failed ({})", out.status);
-                }
+            // A failed run that left no failing input is a failure of the tool.
+            if !ok && new_failures().is_empty() {
+                eprintln!("{log}");
+                bail!("cargo fuzz run {target} failed ({})", out.status);
             }
         }
-        let cpu_seconds = (children_cpu_seconds()? - cpu0).round() as u64;
+        let cpu_seconds = (children_cpu_seconds(ticks)? - cpu0).round() as u64;
         let elapsed = started.elapsed().as_secs();
-        let crashes: Vec<PathBuf> = list_files(&artifacts)
-            .into_iter()
-            .filter(|p| !before.contains(p) && is_failure(p))
-            .collect();
+        let crashes = new_failures();
         if !ok {
             // Show the panic message with the crash.
             for line in log
@@ -372,10 +375,11 @@ fn is_failure(p: &Path) -> bool {
 }
 
 /// The CPU time (user + system, seconds) of this process's waited-for descendants:
-/// fields 16 and 17 (`cutime`, `cstime`) of `/proc/self/stat`, in clock ticks.
-fn children_cpu_seconds() -> anyhow::Result<f64> {
+/// fields 16 and 17 (`cutime`, `cstime`) of `/proc/self/stat`, in clock ticks
+/// ([`clock_ticks`] per second).
+fn children_cpu_seconds(ticks_per_second: f64) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
-    children_cpu_of(&stat, clock_ticks()).context("parsing /proc/self/stat")
+    children_cpu_of(&stat, ticks_per_second).context("parsing /proc/self/stat")
 }
 
 /// `cutime + cstime` of a `/proc/<pid>/stat` line, in seconds.
@@ -534,6 +538,6 @@ mod tests {
         let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 5 6 700 300 20 0 1 0 9 1 1";
         assert_eq!(children_cpu_of(stat, 100.0), Some(10.0));
         assert_eq!(children_cpu_of("42 (x) S 1", 100.0), None);
-        assert!(children_cpu_seconds().is_ok_and(|s| s >= 0.0));
+        assert!(children_cpu_seconds(clock_ticks()).is_ok_and(|s| s >= 0.0));
     }
 }
